@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 from numpyro import handlers
 from numpyro.distributions.transforms import biject_to
+from numpyro.infer.initialization import init_to_uniform
 from numpyro.infer.util import constrain_fn, potential_energy, unconstrain_fn
 
 from ppl.errors import ModelError
@@ -45,9 +46,10 @@ Layout = tuple[tuple[str, tuple[int, ...]], ...]
 class StaticData(NamedTuple):
     """The hashable half of a model's arguments: tree structure and non-array leaves.
 
-    Arrays are *data*: they are passed to compiled functions as arguments, so new
-    data of the same shape never recompiles. Python scalars, strings and ``None``
-    are *configuration*: they are part of the compiled function's cache key.
+    Arrays and Python floats are *data*: they are passed to compiled functions as
+    arguments, so new data of the same shape never recompiles. Python ints, bools,
+    strings and ``None`` are *configuration* (sizes, flags): they are part of the
+    compiled function's cache key.
     """
 
     treedef: Any
@@ -56,6 +58,12 @@ class StaticData(NamedTuple):
 
 def _is_array(leaf) -> bool:
     return isinstance(leaf, np.ndarray | jax.Array | np.generic)
+
+
+def _is_data(leaf) -> bool:
+    # Python floats are data too (observations, hyperparameters): changing one never
+    # recompiles, and NumPyro's support checks see a JAX array rather than a float.
+    return _is_array(leaf) or isinstance(leaf, float)
 
 
 def split_data(args: tuple, kwargs: dict) -> tuple[list, StaticData]:
@@ -68,7 +76,7 @@ def split_data(args: tuple, kwargs: dict) -> tuple[list, StaticData]:
     leaves, treedef = jax.tree_util.tree_flatten((tuple(args), dict(kwargs)))
     arrays, static = [], []
     for leaf in leaves:
-        if _is_array(leaf):
+        if _is_data(leaf):
             arrays.append(jnp.asarray(leaf))
             static.append(None)
         else:
@@ -144,7 +152,18 @@ class _UniqueTrace(handlers.trace):
 def trace_model(model: Callable, args: tuple, kwargs: dict, rng_key=None) -> dict:
     """Run ``model`` once under ``seed`` and ``trace``; return NumPyro's trace dict."""
     seeded = handlers.seed(model, rng_seed=0 if rng_key is None else rng_key)
-    return _UniqueTrace(seeded).get_trace(*args, **kwargs)
+    # Latent values come from init_to_uniform (uniform in unconstrained space), so
+    # sites whose distribution cannot be sampled (improper priors) still trace.
+    substituted = handlers.substitute(seeded, substitute_fn=init_to_uniform)
+    tracer = _UniqueTrace(substituted)
+    try:
+        return tracer.get_trace(*args, **kwargs)
+    except ModelError:
+        raise
+    except (ValueError, TypeError) as err:
+        last = next(reversed(tracer.trace), None)
+        where = f"after site '{last}'" if last else "before its first site"
+        raise ModelError(f"the model failed {where}: {err}") from err
 
 
 def is_factor(site: dict) -> bool:
@@ -173,7 +192,7 @@ def _plate_text(site: dict) -> str:
 
 
 def _check_observed(site: dict) -> None:
-    """Shape and support checks for one observed site (numpyro#1230-style bugs)."""
+    """Shape checks for one observed site (numpyro#1230-style broadcasting bugs)."""
     name, fn, value = site["name"], site["fn"], site["value"]
     if isinstance(value, jax.core.Tracer):
         return  # compiled under an outer transformation: nothing concrete to check
@@ -200,13 +219,33 @@ def _check_observed(site: dict) -> None:
                 "counting observations more than once"
             )
         )
-    inside = np.asarray(fn.support(value))
-    if not inside.all():
-        bad = np.argwhere(~inside.reshape(inside.shape or (1,)))
-        raise ModelError(
-            f"observed site '{name}': {len(bad)} value(s) outside the support "
-            f"{fn.support} of {type(fn).__name__}, first at index {tuple(bad[0].tolist())}"
-        )
+
+
+def _outside_support(site: dict) -> np.ndarray:
+    """Mask of observed values outside the site's support (shape of the value's batch)."""
+    if isinstance(site["value"], jax.core.Tracer):
+        return np.zeros((), bool)
+    return ~np.asarray(site["fn"].support(site["value"]))
+
+
+def _check_support(model: Callable, args: tuple, kwargs: dict, site: dict) -> None:
+    """Observed values outside the support raise, unless the support moves with the
+    latent values (e.g. ``Uniform(0, theta)``): a violation must persist across three
+    different prototype draws of the latents to be reported here. Otherwise the
+    initialisation diagnosis names the site if no valid start exists."""
+    outside = _outside_support(site)
+    if not outside.any():
+        return
+    for seed in (1, 2):
+        again = _outside_support(trace_model(model, args, kwargs, rng_key=jax.random.key(seed))[site["name"]])
+        if again.shape != outside.shape or not np.array_equal(again, outside):
+            return
+    bad = np.argwhere(outside.reshape(outside.shape or (1,)))
+    fn = site["fn"]
+    raise ModelError(
+        f"observed site '{site['name']}': {len(bad)} value(s) outside the support "
+        f"{fn.support} of {type(fn).__name__}, first at index {tuple(bad[0].tolist())}"
+    )
 
 
 def _unconstrained_shape(site: dict) -> tuple[int, ...]:
@@ -223,7 +262,7 @@ def _input_names(model: Callable, args: tuple, kwargs: dict) -> dict[str, Any]:
         bound = inspect.signature(model).bind(*args, **kwargs).arguments
     except (TypeError, ValueError):
         bound = {f"arg{i}": a for i, a in enumerate(args)} | dict(kwargs)
-    return {k: v for k, v in bound.items() if _is_array(v) or isinstance(v, list | tuple)}
+    return {k: v for k, v in bound.items() if _is_array(v)}
 
 
 class CompiledModel:
@@ -253,7 +292,9 @@ class CompiledModel:
     """
 
     def __init__(self, model: Callable, args: tuple, kwargs: dict, trace: dict):
-        self.model, self.args, self.kwargs, self.trace = model, tuple(args), dict(kwargs), trace
+        self._arrays, self.static_data = split_data(args, kwargs)
+        self.args, self.kwargs = merge_data(self._arrays, self.static_data)
+        self.model, self.trace = model, trace
         latent = [s for s in trace.values() if s["type"] == "sample" and not s["is_observed"]]
         self.latent_sites = [s for s in latent if not s["fn"].support.is_discrete]
         self.discrete_sites = [s for s in latent if s["fn"].support.is_discrete]
@@ -271,7 +312,6 @@ class CompiledModel:
             for s in trace.values()
             for frame in s.get("cond_indep_stack", [])
         }
-        self._arrays, self.static_data = split_data(self.args, self.kwargs)
         self._logdensity = make_logdensity(model, self.layout, self.args, self.kwargs)
 
     def logdensity(self, u: jax.Array) -> jax.Array:
@@ -430,8 +470,10 @@ def compile(model: Callable, *args, **kwargs) -> CompiledModel:  # noqa: A001 (t
         >>> ppl.compile(model).dim   # a 3-simplex has 2 free coordinates
         2
     """
+    args, kwargs = merge_data(*split_data(args, kwargs))
     trace = trace_model(model, args, kwargs)
     for site in trace.values():
         if site["type"] == "sample" and site["is_observed"] and not is_factor(site):
             _check_observed(site)
+            _check_support(model, args, kwargs, site)
     return CompiledModel(model, args, kwargs, trace)

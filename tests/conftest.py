@@ -1,0 +1,5 @@
+"""Test configuration: CPU only, reproducible."""
+
+import os
+
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
