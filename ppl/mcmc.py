@@ -60,6 +60,7 @@ class SamplerSettings(NamedTuple):
     initial_step_size: float = 1.0
     init_radius: float = 2.0
     init_attempts: int = 100
+    vectorized: bool = False  # vmap chains within a device instead of lax.map
 
 
 @dataclasses.dataclass(frozen=True)
@@ -161,10 +162,15 @@ def _programs(
     transition carries a phase code, and only warmup transitions update the adaptation.
     """
     dim = sum(int(np.prod(shape)) for _, shape in layout)
-    adapt_init, adapt_update, adapt_final = window_adaptation_base(
-        is_mass_matrix_diagonal=not settings.dense_mass,
-        target_acceptance_rate=settings.target_accept,
-    )
+    with warnings.catch_warnings():
+        # blackjax 1.7 marks base() deprecated in favour of staged_adaptation, whose
+        # per-step pieces are private; base() is still the public init/update/final
+        # triple that lets warmup share one compiled program with sampling.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        adapt_init, adapt_update, adapt_final = window_adaptation_base(
+            is_mass_matrix_diagonal=not settings.dense_mass,
+            target_acceptance_rate=settings.target_accept,
+        )
     if settings.algorithm == "nuts":
         kernel = blackjax.nuts.build_kernel()
         kernel_args = {"max_num_doublings": settings.max_tree_depth}
@@ -246,8 +252,8 @@ def _programs(
         return values, loglik
 
     return _Programs(
-        init=jax.jit(map_chains(init_chain, num_devices)),
-        run=jax.jit(map_chains(run_chain, num_devices)),
+        init=jax.jit(map_chains(init_chain, num_devices, settings.vectorized)),
+        run=jax.jit(map_chains(run_chain, num_devices, settings.vectorized)),
         postprocess=jax.jit(jax.vmap(postprocess_one, in_axes=(0, None))),
     )
 
@@ -407,14 +413,17 @@ def nuts(
     max_tree_depth: int = 10,
     dense_mass: bool = False,
     devices: int | None = None,
+    vectorized: bool = False,
     progress_bar: bool | None = None,
     **kwargs: Any,
 ) -> Posterior:
     """Sample ``model(*args, **kwargs)`` with NUTS (BlackJAX) after Stan's window adaptation.
 
-    Chains are ``vmap``-ped within a device and spread over ``devices`` local devices
-    (default: all) with ``jax.shard_map``; any number of chains runs on any number of
-    devices. Warns with counts on divergences, R-hat > 1.01 and low bulk ESS.
+    Chains are spread over ``devices`` local devices (default: all) with
+    ``jax.shard_map``, and mapped within a device (``lax.map``, or ``vmap`` with
+    ``vectorized=True``); any number of chains runs on any number of devices, and
+    (unless vectorized) a chain's draws are bit-identical whatever the device count.
+    Warns with counts on divergences, R-hat > 1.01 and low bulk ESS.
 
     Args:
         model: a model function; ``*args`` and ``**kwargs`` are its data.
@@ -424,6 +433,8 @@ def nuts(
         max_tree_depth: maximum number of trajectory doublings.
         dense_mass: adapt a dense (instead of diagonal) inverse mass matrix.
         devices: number of local devices to use (default: all, at most ``chains``).
+        vectorized: ``vmap`` the chains of a device (faster for big array models on
+            accelerators; draws then depend slightly on the number of chains per device).
         progress_bar: ``None`` = on in a terminal unless ``CI`` is set.
 
     Returns:
@@ -449,6 +460,7 @@ def nuts(
         target_accept=float(target_accept),
         max_tree_depth=int(max_tree_depth),
         dense_mass=bool(dense_mass),
+        vectorized=bool(vectorized),
     )
     return _run(
         model,
@@ -475,6 +487,7 @@ def hmc(
     target_accept: float = 0.8,
     dense_mass: bool = False,
     devices: int | None = None,
+    vectorized: bool = False,
     progress_bar: bool | None = None,
     **kwargs: Any,
 ) -> Posterior:
@@ -488,6 +501,7 @@ def hmc(
         target_accept=float(target_accept),
         num_integration_steps=int(num_integration_steps),
         dense_mass=bool(dense_mass),
+        vectorized=bool(vectorized),
     )
     return _run(
         model,

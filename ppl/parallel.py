@@ -50,13 +50,26 @@ def plan_devices(num_chains: int, num_devices: int | None = None) -> DevicePlan:
     return DevicePlan(num_chains, num_devices, per_device)
 
 
-def map_chains(fn: Callable, num_devices: int) -> Callable:
+def map_chains(fn: Callable, num_devices: int, vectorized: bool = False) -> Callable:
     """``fn(per_chain, shared) -> out`` becomes ``mapped(batched, shared) -> batched_out``.
 
     ``batched`` and ``batched_out`` carry a leading chain axis whose length is a
     multiple of ``num_devices``; ``shared`` (data, schedules) is replicated.
+
+    Within a device, chains run one after another (``lax.map``) by default: every
+    chain then executes the same unbatched program whatever the number of devices,
+    so its draws are bit-identical on 1 or N devices, and NUTS trees of different
+    depths waste no work. ``vectorized=True`` uses ``vmap`` instead (better for
+    models dominated by large array operations, e.g. on a GPU), at the price of
+    bitwise reproducibility across device counts.
     """
-    vmapped = jax.vmap(fn, in_axes=(0, None))
+    if vectorized:
+        vmapped = jax.vmap(fn, in_axes=(0, None))
+    else:
+
+        def vmapped(batched, shared):
+            return jax.lax.map(lambda per_chain: fn(per_chain, shared), batched)
+
     if num_devices == 1:
         return vmapped
     mesh = Mesh(jax.local_devices()[:num_devices], (CHAIN_AXIS,))
@@ -65,6 +78,9 @@ def map_chains(fn: Callable, num_devices: int) -> Callable:
         mesh=mesh,
         in_specs=(PartitionSpec(CHAIN_AXIS), PartitionSpec()),
         out_specs=PartitionSpec(CHAIN_AXIS),
+        # Chains never communicate, so per-device values need no varying-axis typing;
+        # without this, loop carries built from constants (initial states) fail to type.
+        check_vma=False,
     )
 
 

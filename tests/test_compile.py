@@ -48,7 +48,9 @@ def corr_matrix():
 
 
 def ordered(y):
-    cut = ppl.sample("cut", dist.TransformedDistribution(dist.Normal(0.0, 3.0).expand([3]), OrderedTransform()))
+    cut = ppl.sample(
+        "cut", dist.TransformedDistribution(dist.Normal(0.0, 3.0).expand([3]), OrderedTransform())
+    )
     with ppl.plate("n", y.shape[0]):
         ppl.sample("y", dist.OrderedLogistic(jnp.zeros(y.shape[0]), cut), obs=y)
 
