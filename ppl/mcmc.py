@@ -99,7 +99,14 @@ class Posterior:
     def num_draws(self) -> int:
         return self.unconstrained.shape[1]
 
-    def to_arviz(self, *, prior=None, posterior_predictive=None, coords=None, dims=None):
+    def to_arviz(
+        self,
+        *,
+        prior: dict | None = None,
+        posterior_predictive: dict | None = None,
+        coords: dict | None = None,
+        dims: dict | None = None,
+    ):
         """Convert to ArviZ (``InferenceData`` on arviz 0.x, ``DataTree`` on 1.x).
 
         Args:
@@ -428,7 +435,9 @@ def nuts(
     Args:
         model: a model function; ``*args`` and ``**kwargs`` are its data.
         key: a ``jax.random.key``; chain ``i`` uses ``fold_in(key, i)``.
-        chains, warmup, draws: run lengths (warmup transitions are discarded).
+        chains: number of chains.
+        warmup: adaptation transitions per chain (discarded).
+        draws: kept transitions per chain.
         target_accept: dual-averaging target acceptance rate.
         max_tree_depth: maximum number of trajectory doublings.
         dense_mass: adapt a dense (instead of diagonal) inverse mass matrix.
