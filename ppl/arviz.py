@@ -17,7 +17,7 @@ import arviz as az
 import numpy as np
 import xarray as xr
 
-__all__ = ["from_groups", "load", "posterior_dataset", "save", "to_dataset", "to_inference_data"]
+__all__ = ["from_groups", "load", "save", "to_dataset", "to_inference_data"]
 
 _ARVIZ_1 = int(version("arviz").split(".")[0]) >= 1
 
@@ -75,12 +75,6 @@ def from_groups(groups: Mapping[str, xr.Dataset]):
 def _merged(posterior, coords, dims):
     compiled = posterior.compiled
     return compiled.coords | dict(coords or {}), compiled.dims | dict(dims or {})
-
-
-def posterior_dataset(posterior, coords=None, dims=None) -> xr.Dataset:
-    """The ``posterior`` group (constrained draws) of an MCMC :class:`~ppl.Posterior`."""
-    coords, dims = _merged(posterior, coords, dims)
-    return to_dataset(posterior.samples, dims, coords)
 
 
 def to_inference_data(posterior, *, prior=None, posterior_predictive=None, coords=None, dims=None):

@@ -373,8 +373,6 @@ def _warn_on_problems(posterior: Posterior) -> None:
     """Warnings with counts: divergences, R-hat > 1.01, bulk ESS < 100 per chain."""
     import arviz as az
 
-    from ppl.arviz import posterior_dataset
-
     diverging = posterior.sample_stats["diverging"]
     if diverging.any():
         per_chain = diverging.sum(axis=1).tolist()
@@ -386,21 +384,29 @@ def _warn_on_problems(posterior: Posterior) -> None:
         )
     if posterior.num_draws < 4:
         return
-    dataset = posterior_dataset(posterior)
+    # Diagnose the sampler's own coordinates (the flat unconstrained draws): one array
+    # instead of one xarray variable per site, and R-hat / rank-normalised ESS are
+    # unchanged by the elementwise monotone transforms of scalar sites.
+    draws = {"u": posterior.unconstrained}
+    owner = np.repeat(
+        [name for name, _ in posterior.compiled.layout],
+        [int(np.prod(shape)) for _, shape in posterior.compiled.layout],
+    )
+
+    def counts(mask):
+        names, numbers = np.unique(owner[mask], return_counts=True)
+        return dict(zip(names.tolist(), numbers.tolist(), strict=True))
+
     if posterior.num_chains > 1:
-        rhat = az.rhat(dataset)
-        bad = {name: int((rhat[name].values > 1.01).sum()) for name in rhat.data_vars}
-        bad = {name: count for name, count in bad.items() if count}
+        bad = counts(az.rhat(draws)["u"].values > 1.01)
         if bad:
             warnings.warn(
                 f"R-hat > 1.01 for {sum(bad.values())} element(s) ({bad}); the chains have "
                 "not mixed. Run longer or reparameterise.",
                 stacklevel=4,
             )
-    ess = az.ess(dataset, method="bulk")
     threshold = 100 * posterior.num_chains
-    low = {name: int((ess[name].values < threshold).sum()) for name in ess.data_vars}
-    low = {name: count for name, count in low.items() if count}
+    low = counts(az.ess(draws, method="bulk")["u"].values < threshold)
     if low:
         warnings.warn(
             f"bulk ESS < {threshold} (100 per chain) for {sum(low.values())} element(s) ({low}); "
