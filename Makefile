@@ -15,7 +15,7 @@ demo: $(BIN)/.installed
 	$(BIN)/python examples/eight_schools.py
 
 test: $(BIN)/.installed
-	$(BIN)/python -m pytest -n 2 --dist loadgroup -q
+	$(BIN)/python -m pytest -n 2 --dist loadfile -q
 
 docs: $(BIN)/.installed
 	$(BIN)/mkdocs build --strict --site-dir build/site

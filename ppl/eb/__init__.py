@@ -1,0 +1,5 @@
+"""Empirical Bayes and compound estimation."""
+
+from ppl.eb import binomial
+
+__all__ = ["binomial"]

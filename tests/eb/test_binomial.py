@@ -1,0 +1,188 @@
+"""Compound estimation of binomial rates: exact risk, baselines, intervals, bad input.
+
+Statistical checks compare a Monte Carlo mean with its target within k standard errors
+of that mean (k = 4, Bonferroni-safe for the handful of checks here), the standard error
+being the sample sd over independent replications / sqrt(replications).
+"""
+
+import jax
+import numpy as np
+import pytest
+from scipy import special, stats
+
+from ppl.eb import binomial as eb
+
+RNG = np.random.default_rng(0)
+
+
+def cross_fit_pooled(x, n, folds):
+    """Vectorised out-of-fold pooled rates: x, n are (replications, m)."""
+    target = np.empty_like(x, dtype=float)
+    for k in range(folds.max() + 1):
+        other = folds != k
+        pooled = (x * other).sum(1) / (n * other).sum(1)
+        target[:, ~other] = pooled[:, None]
+    return target
+
+
+def risk_gap(x, n, p, target, lam):
+    """Per-replication mean URE minus realised mean squared error, at fixed lam."""
+    weight = n / (n + lam)
+    delta = target + weight * (x / n - target)
+    ure = np.asarray(eb.unbiased_risk(x, n, target, weight), dtype=np.float64)
+    return ure.mean(1) - ((delta - p) ** 2).mean(1)
+
+
+@pytest.mark.parametrize("n_range", [(2, 3), (2, 10)])
+def test_unbiased_risk_is_unbiased_with_cross_fitted_target(n_range):
+    m, replications, lam = 40, 20_000, 4.0
+    n = RNG.integers(n_range[0], n_range[1] + 1, m).astype(float)
+    p = RNG.beta(2.0, 5.0, m)
+    x = RNG.binomial(n.astype(int), p, size=(replications, m)).astype(float)
+    n_rep = np.broadcast_to(n, x.shape)
+    target = cross_fit_pooled(x, n_rep, np.arange(m) % 2)
+    gap = risk_gap(x, n_rep, p, target, lam)
+    assert abs(gap.mean()) < 4 * gap.std() / np.sqrt(replications), (gap.mean(), gap.std())
+
+
+def test_unbiased_risk_is_biased_without_cross_fitting():
+    """A target that uses the unit's own count (the full grand mean) breaks unbiasedness:
+    the URE underestimates the risk by O(1/m), as the notes predict."""
+    m, replications, lam = 10, 20_000, 4.0
+    n = np.full(m, 5.0)
+    p = RNG.beta(2.0, 5.0, m)
+    x = RNG.binomial(5, p, size=(replications, m)).astype(float)
+    n_rep = np.broadcast_to(n, x.shape)
+    target = np.broadcast_to((x.sum(1) / n_rep.sum(1))[:, None], x.shape)
+    gap = risk_gap(x, n_rep, p, target, lam)
+    assert gap.mean() < -5 * gap.std() / np.sqrt(replications)
+
+
+def test_two_sample_risk_is_unbiased():
+    m, replications, lam = 30, 3000, 2.0
+    n1, n2 = RNG.integers(2, 8, m), RNG.integers(2, 8, m)
+    p1, p2 = RNG.beta(2, 5, m), RNG.beta(2, 5, m)
+    gaps = []
+    for r in range(replications):
+        x1, x2 = RNG.binomial(n1, p1), RNG.binomial(n2, p2)
+        result = eb.shrink_difference(x1, n1, x2, n2, key=jax.random.key(r), lam=lam)
+        gaps.append(result.risk - np.mean((result.estimate - (p1 - p2)) ** 2))
+    gaps = np.asarray(gaps)
+    assert abs(gaps.mean()) < 4 * gaps.std() / np.sqrt(replications)
+
+
+def test_cross_fitted_target_excludes_own_fold():
+    x, n = np.array([1, 2, 3, 4, 5, 6.0]), np.array([10, 10, 10, 20, 20, 20.0])
+    key = jax.random.key(3)
+    target = eb.cross_fitted_target(x, n, key=key, folds=2)
+    fold = eb.fold_labels(key, 6, 2)
+    assert sorted(np.bincount(fold)) == [3, 3]
+    for k in (0, 1):
+        other = fold != k
+        np.testing.assert_allclose(target[fold == k], x[other].sum() / n[other].sum())
+
+
+def test_shrink_result_and_risk_summary():
+    n = RNG.integers(2, 30, 500)
+    p = RNG.beta(2, 8, 500)
+    x = RNG.binomial(n, p)
+    result = eb.shrink(x, n, key=jax.random.key(0))
+    weight = n / (n + result.lam)
+    np.testing.assert_allclose(result.weight, weight, rtol=1e-6)
+    np.testing.assert_allclose(result.estimate, result.target + weight * (x / n - result.target), rtol=1e-6)
+    assert np.all((result.lower <= result.estimate) & (result.estimate <= result.upper))
+    assert result.improvement > 2 * result.improvement_se > 0  # shrinkage beats the MLE here
+    assert set(result.table().columns) >= {"raw", "estimate", "lower", "upper"}
+    # the tuned lam minimises the mean URE over a log grid
+    grid = result.lam * np.exp(np.linspace(-1, 1, 21))
+    risks = [np.mean(eb.unbiased_risk(x, n, result.target, n / (n + g))) for g in grid]
+    assert np.argmin(risks) == 10
+
+
+def test_covariates_improve_the_target():
+    m = 3000
+    z = RNG.normal(size=(m, 2))
+    mean = special.expit(-1.0 + 1.5 * z[:, 0] - z[:, 1])
+    p = RNG.beta(20 * mean, 20 * (1 - mean))
+    n = RNG.integers(2, 30, m)
+    x = RNG.binomial(n, p)
+    with_z = eb.shrink(x, n, z, key=jax.random.key(0), level=None)
+    without = eb.shrink(x, n, key=jax.random.key(0), level=None)
+    mse = lambda e: np.mean((e - p) ** 2)  # noqa: E731
+    assert mse(with_z.estimate) < 0.8 * mse(without.estimate) < 0.8 * mse(x / n)
+
+
+@pytest.mark.parametrize("prior", [(0.4, 19.6), (2.0, 6.0)], ids=["rare-0.02", "moderate-0.25"])
+def test_interval_coverage_at_small_n(prior):
+    """Average coverage of 90% intervals over units, n_i in 2..10, rates drawn from a
+    beta prior. MC error: sd of per-replication coverage / sqrt(replications); allowance
+    0.02 for estimating the prior (lam, mu) from the data."""
+    m, replications, level = 2000, 20, 0.9
+    coverage = []
+    for r in range(replications):
+        n = RNG.integers(2, 11, m)
+        p = RNG.beta(*prior, m)
+        x = RNG.binomial(n, p)
+        result = eb.shrink(x, n, key=jax.random.key(r), level=level)
+        coverage.append(np.mean((p >= result.lower) & (p <= result.upper)))
+    coverage = np.asarray(coverage)
+    se = coverage.std() / np.sqrt(replications)
+    assert abs(coverage.mean() - level) < 4 * se + 0.02, (coverage.mean(), se)
+
+
+def test_beta_binomial_solves_the_score_equations():
+    x, n = np.array([0, 3, 5, 9, 2, 7.0]), np.array([10, 10, 12, 15, 8, 9.0])
+    estimate, a, b = eb.beta_binomial(x, n)
+    digamma = special.digamma
+    score_a = np.sum(digamma(x + a) - digamma(n + a + b) - digamma(a) + digamma(a + b))
+    score_b = np.sum(digamma(n - x + b) - digamma(n + a + b) - digamma(b) + digamma(a + b))
+    assert abs(score_a * a) < 1e-2 and abs(score_b * b) < 1e-2
+    np.testing.assert_allclose(estimate, (x + a) / (n + a + b), rtol=1e-6)
+
+
+def test_james_stein_arcsine_by_hand():
+    x, n = np.array([5, 10, 15, 20, 25.0]), np.full(5, 45.0)
+    y = np.sqrt(45) * np.arcsin(2 * x / 45 - 1)
+    shrinkage = 1 - 2 / np.sum((y - y.mean()) ** 2)
+    expected = (np.sin((y.mean() + shrinkage * (y - y.mean())) / np.sqrt(45)) + 1) / 2
+    np.testing.assert_allclose(eb.james_stein_arcsine(x, n), expected, rtol=1e-10)
+    np.testing.assert_allclose(eb.mle(x, n), x / n)
+
+
+def test_npmle_likelihood_increases_and_posterior_means_match():
+    n = RNG.integers(2, 20, 200)
+    x = RNG.binomial(n, RNG.choice([0.1, 0.6], 200))
+    result = eb.npmle(x, n, grid_size=50, iterations=200)
+    assert np.all(np.diff(result.loglik) >= -1e-3 * np.abs(result.loglik[:-1]) * 1e-3)
+    np.testing.assert_allclose(result.weights.sum(), 1.0, rtol=1e-5)
+    likelihood = stats.binom.pmf(x[:, None], n[:, None], result.grid[None, :])
+    expected = (likelihood * result.weights) @ result.grid / (likelihood @ result.weights)
+    np.testing.assert_allclose(result.estimate, expected, rtol=1e-4)
+    exact = np.sum(np.log(likelihood @ result.weights))
+    np.testing.assert_allclose(result.loglik[-1], exact, rtol=1e-4)
+
+
+@pytest.mark.parametrize(
+    "x, n, message",
+    [
+        ([1, 5, 2], [3, 4, 5], r"successes exceed trials at row\(s\) 1"),
+        ([1, -1, 2], [3, 4, 5], r"successes must be non-negative integers; not at row\(s\) 1"),
+        ([1, 1.5, 2], [3, 4, 5], r"not at row\(s\) 1"),
+        ([1, np.nan, 2], [3, 4, 5], r"successes are NaN or infinite at row\(s\) 1"),
+        ([1, 2], [3, 4, 5], "1-D of equal length"),
+    ],
+)
+def test_bad_counts(x, n, message):
+    with pytest.raises(ValueError, match=message):
+        eb.shrink(x, n, key=jax.random.key(0))
+
+
+def test_nan_covariates_name_the_rows():
+    with pytest.raises(ValueError, match=r"covariates are NaN or infinite at row\(s\) 2"):
+        eb.shrink([1, 2, 3, 4], [5, 5, 5, 5], np.array([0.1, 0.2, np.nan, 0.4]), key=jax.random.key(0))
+
+
+def test_units_with_one_trial_are_estimated_and_reported():
+    with pytest.warns(UserWarning, match="2 of 6 units have fewer than 2 trials"):
+        result = eb.shrink([0, 1, 2, 3, 1, 4], [1, 1, 5, 6, 4, 8], key=jax.random.key(0))
+    assert result.num_unscored == 2 and np.all(np.isfinite(result.estimate))
