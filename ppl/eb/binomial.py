@@ -291,21 +291,22 @@ def _warn_unscored(num: int, m: int) -> None:
 
 
 def shrink(
-    successes,
-    trials,
-    covariates=None,
+    successes: np.ndarray,
+    trials: np.ndarray,
+    covariates: np.ndarray | None = None,
     *,
     key: jax.Array,
     level: float | None = 0.9,
     folds: int = 2,
     regression: Regression | None = None,
     lam: float | None = None,
-    target=None,
+    target: np.ndarray | None = None,
 ) -> ShrinkageResult:
     """Shrink raw rates ``X_i / n_i`` toward a cross-fitted target, tuned by the URE.
 
     Args:
-        successes, trials: counts, shape ``(m,)``.
+        successes: success counts ``X_i``, shape ``(m,)``.
+        trials: trial counts ``n_i``, shape ``(m,)``.
         covariates: optional ``(m, k)`` unit covariates for the target regression.
         key: ``jax.random`` key for the cross-fitting folds.
         level: interval level; ``None`` skips intervals. Intervals are the equal-tailed

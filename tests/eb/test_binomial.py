@@ -5,6 +5,8 @@ of that mean (k = 4, Bonferroni-safe for the handful of checks here), the standa
 being the sample sd over independent replications / sqrt(replications).
 """
 
+import warnings
+
 import jax
 import numpy as np
 import pytest
@@ -186,3 +188,20 @@ def test_units_with_one_trial_are_estimated_and_reported():
     with pytest.warns(UserWarning, match="2 of 6 units have fewer than 2 trials"):
         result = eb.shrink([0, 1, 2, 3, 1, 4], [1, 1, 5, 6, 4, 8], key=jax.random.key(0))
     assert result.num_unscored == 2 and np.all(np.isfinite(result.estimate))
+
+
+def test_hierarchical_model_with_nuts_shrinks_toward_the_pooled_rate():
+    import ppl
+
+    x = np.array([18, 17, 16, 15, 14, 14, 13, 12, 11, 11, 10, 10, 10, 10, 10, 9, 8, 7])
+    n = np.full(18, 45)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        posterior = ppl.nuts(
+            eb.hierarchical_model, n, successes=x, key=jax.random.key(0), chains=2, warmup=300, draws=300
+        )
+    means = posterior.samples["p"].mean(axis=(0, 1))
+    pooled = x.sum() / n.sum()
+    raw = x / n
+    assert np.all(np.abs(means - pooled) <= np.abs(raw - pooled) + 1e-6)  # every rate shrinks
+    assert posterior.to_arviz().posterior["p"].dims == ("chain", "draw", "unit")
