@@ -452,11 +452,19 @@ def distinct_pairs(x: np.ndarray, n: np.ndarray):
 
     Marginal likelihoods depend on the data only through these, so baselines fitted on
     them cost O(distinct pairs) instead of O(units) (10^6 units with n <= 30 have a few
-    hundred distinct pairs).
+    hundred distinct pairs). Padded with zero-count pairs to a power-of-two length.
     """
-    code = x.astype(np.int64) * (int(n.max()) + 1) + n.astype(np.int64)
-    codes, inverse, counts = np.unique(code, return_inverse=True, return_counts=True)
-    return codes // (int(n.max()) + 1), codes % (int(n.max()) + 1), counts, inverse
+    base = int(n.max()) + 1
+    codes, inverse, counts = np.unique(
+        x.astype(np.int64) * base + n.astype(np.int64), return_inverse=True, return_counts=True
+    )
+    # Pad to a power of two with zero-count pairs, so that the jitted fits compile once
+    # per size bucket rather than once per number of distinct pairs.
+    size = 1 << int(np.ceil(np.log2(max(len(codes), 8))))
+    pad = size - len(codes)
+    pairs_x = np.concatenate([codes // base, np.zeros(pad, np.int64)])
+    pairs_n = np.concatenate([codes % base, np.ones(pad, np.int64)])
+    return pairs_x, pairs_n, np.concatenate([counts, np.zeros(pad, np.int64)]), inverse
 
 
 @jax.jit
