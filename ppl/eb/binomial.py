@@ -24,6 +24,7 @@ Background and reference numbers: ``shared/notes/binomial_eb.md``.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -151,30 +152,35 @@ def _tune_lambda(x, n, target, usable):
 # -------------------------------------------------------------------- targets
 
 
-def logistic_regression(covariates, rates, trials, ridge: float = 1e-3, steps: int = 25):
-    """Default target regression: binomial logistic regression (IRLS, small ridge).
-
-    Returns ``predict(covariates) -> rates`` (shape ``(m,)``).
-    """
-    y, n = jnp.asarray(rates), jnp.asarray(trials)
-    mean_z = jnp.asarray(covariates).mean(0)
-    scale_z = jnp.asarray(covariates).std(0) + 1e-12
-
-    def standardise(z):
-        return jnp.column_stack([jnp.ones(z.shape[0]), (jnp.asarray(z) - mean_z) / scale_z])
-
-    design = standardise(covariates)
-    penalty = ridge * jnp.eye(design.shape[1]).at[0, 0].set(0.0)
+@functools.partial(jax.jit, static_argnames="steps")
+def _irls(design, rates, trials, ridge, steps):
+    """Ridge-penalised binomial logistic regression by Newton's method (IRLS)."""
+    penalty = ridge * trials.sum() * jnp.eye(design.shape[1]).at[0, 0].set(0.0)
 
     def newton(_, beta):
         prob = jax.nn.sigmoid(design @ beta)
-        weight = n * prob * (1 - prob) + 1e-9
-        gradient = design.T @ (n * (y - prob)) - penalty @ beta * n.sum()
-        hessian = (design.T * weight) @ design + penalty * n.sum()
+        weight = trials * prob * (1 - prob) + 1e-9
+        gradient = design.T @ (trials * (rates - prob)) - penalty @ beta
+        hessian = (design.T * weight) @ design + penalty
         return beta + jnp.linalg.solve(hessian, gradient)
 
-    beta = jax.lax.fori_loop(0, steps, newton, jnp.zeros(design.shape[1]))
-    return lambda z: np.asarray(jax.nn.sigmoid(standardise(z) @ beta))
+    return jax.lax.fori_loop(0, steps, newton, jnp.zeros(design.shape[1]))
+
+
+def logistic_regression(covariates, rates, trials, ridge: float = 1e-3, steps: int = 25):
+    """Default target regression: binomial logistic regression (IRLS, small ridge) on
+    standardised covariates.
+
+    Returns ``predict(covariates) -> rates`` (shape ``(m,)``).
+    """
+    covariates = np.asarray(covariates, dtype=float)
+    center, scale = covariates.mean(0), covariates.std(0) + 1e-12
+
+    def design(z):
+        return jnp.column_stack([jnp.ones(len(z)), (np.asarray(z, dtype=float) - center) / scale])
+
+    beta = _irls(design(covariates), jnp.asarray(rates), jnp.asarray(trials), ridge, steps)
+    return lambda z: np.asarray(jax.nn.sigmoid(design(z) @ beta))
 
 
 def fold_labels(key: jax.Array, num_units: int, folds: int) -> np.ndarray:
