@@ -64,17 +64,17 @@ def map_chains(fn: Callable, num_devices: int, vectorized: bool = False) -> Call
     bitwise reproducibility across device counts.
     """
     if vectorized:
-        vmapped = jax.vmap(fn, in_axes=(0, None))
+        per_device = jax.vmap(fn, in_axes=(0, None))
     else:
 
-        def vmapped(batched, shared):
+        def per_device(batched, shared):
             return jax.lax.map(lambda per_chain: fn(per_chain, shared), batched)
 
     if num_devices == 1:
-        return vmapped
+        return per_device
     mesh = Mesh(jax.local_devices()[:num_devices], (CHAIN_AXIS,))
     return jax.shard_map(
-        vmapped,
+        per_device,
         mesh=mesh,
         in_specs=(PartitionSpec(CHAIN_AXIS), PartitionSpec()),
         out_specs=PartitionSpec(CHAIN_AXIS),

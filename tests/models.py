@@ -6,6 +6,8 @@ import ppl
 from ppl import dist
 
 Y = np.array([28.0, 8.0, -3.0, 7.0, -1.0, 1.0, 18.0, 12.0])
+# ArviZ's schema names that every NUTS run must record.
+NUTS_SAMPLE_STATS = {"lp", "diverging", "energy", "acceptance_rate", "step_size", "n_steps", "tree_depth"}
 SIGMA = np.array([15.0, 10.0, 16.0, 11.0, 9.0, 11.0, 10.0, 18.0])
 
 

@@ -10,7 +10,7 @@ import xarray as xr
 
 import ppl
 
-from .models import SIGMA, Y, eight_schools
+from .models import NUTS_SAMPLE_STATS, SIGMA, Y, eight_schools
 
 SCHOOLS = [f"school {i}" for i in range(8)]
 
@@ -41,15 +41,7 @@ def test_groups_and_variables(idata):
         "posterior_predictive",
     }
     assert set(idata.posterior.data_vars) == {"mu", "tau", "eta", "theta"}
-    assert set(idata.sample_stats.data_vars) == {
-        "lp",
-        "diverging",
-        "energy",
-        "acceptance_rate",
-        "step_size",
-        "n_steps",
-        "tree_depth",
-    }
+    assert set(idata.sample_stats.data_vars) == NUTS_SAMPLE_STATS
     assert set(idata.log_likelihood.data_vars) == {"y"}
     assert set(idata.observed_data.data_vars) == {"y"}
     assert set(idata.constant_data.data_vars) == {"sigma"}

@@ -16,7 +16,7 @@ import pytest
 import ppl
 from ppl import dist
 
-from .models import SIGMA, Y, eight_schools
+from .models import NUTS_SAMPLE_STATS, SIGMA, Y, eight_schools
 
 RUN = {"chains": 4, "warmup": 500, "draws": 1000}
 
@@ -85,15 +85,7 @@ def test_eight_schools_matches_posteriordb_reference(schools):
 
 def test_sample_stats_are_complete(schools):
     stats = schools.sample_stats
-    assert set(stats) == {
-        "lp",
-        "diverging",
-        "energy",
-        "acceptance_rate",
-        "step_size",
-        "n_steps",
-        "tree_depth",
-    }
+    assert set(stats) == NUTS_SAMPLE_STATS
     for value in stats.values():
         assert value.shape == (4, 1000)
     assert stats["diverging"].dtype == bool

@@ -45,6 +45,7 @@ __all__ = [
     "fold_labels",
     "hierarchical_model",
     "james_stein_arcsine",
+    "linear_regression",
     "logistic_regression",
     "mle",
     "npmle",
@@ -108,6 +109,18 @@ def _check_covariates(covariates, m: int) -> np.ndarray | None:
 # ------------------------------------------------------------ risk and weights
 
 
+def _linear_risk(raw, variance, target, weight):
+    """URE of ``target + weight (raw - target)`` given an unbiased ``variance`` of ``raw``:
+    ``E = (1-w)^2 (theta - mu)^2 + w^2 Var(raw)``, the risk (one and two samples)."""
+    return (1.0 - weight) ** 2 * (raw - target) ** 2 + (2.0 * weight - 1.0) * variance
+
+
+def _rate_and_variance(x, n):
+    """``phat = X/n`` and ``phat (1 - phat) / (n - 1)``, unbiased for ``p (1 - p) / n``."""
+    phat = x / np.maximum(n, 1.0)
+    return phat, phat * (1.0 - phat) / np.maximum(n - 1.0, 1.0)
+
+
 def unbiased_risk(successes, trials, target, weight) -> jax.Array:
     """Per-unit unbiased risk of ``delta = target + weight (phat - target)``.
 
@@ -119,22 +132,22 @@ def unbiased_risk(successes, trials, target, weight) -> jax.Array:
     """
     x, n = jnp.asarray(successes, float), jnp.asarray(trials, float)
     phat = x / jnp.maximum(n, 1.0)
-    variance = phat * (1.0 - phat) / jnp.maximum(n - 1.0, 1.0)  # unbiased for p(1-p)/n
-    risk = (1.0 - weight) ** 2 * (phat - target) ** 2 + (2.0 * weight - 1.0) * variance
-    return jnp.where(n >= 2, risk, jnp.nan)
+    variance = phat * (1.0 - phat) / jnp.maximum(n - 1.0, 1.0)
+    return jnp.where(n >= 2, _linear_risk(phat, variance, target, weight), jnp.nan)
 
 
 @jax.jit
-def _tune_lambda(x, n, target, usable):
-    """argmin over lam of the mean URE of ``w = n / (n + lam)``: a log grid, then golden
-    section between the grid neighbours of the best point."""
+def _tune_lambda(raw, variance, design_variance, target, usable):
+    """argmin over lam of the mean URE of ``w = 1 / (1 + lam v)`` (``v = 1/n`` gives
+    ``w = n / (n + lam)``): a log grid, then golden section between the grid neighbours
+    of the best point."""
 
     def mean_risk(log_lam):
-        weight = n / (n + jnp.exp(log_lam))
-        risk = unbiased_risk(x, n, target, weight)
+        weight = 1.0 / (1.0 + jnp.exp(log_lam) * design_variance)
+        risk = _linear_risk(raw, variance, target, weight)
         return jnp.sum(jnp.where(usable, risk, 0.0)) / jnp.sum(usable)
 
-    grid = jnp.linspace(-8.0, 16.0, 97)
+    grid = jnp.linspace(-12.0, 16.0, 113)
     values = jax.lax.map(mean_risk, grid)
     best = jnp.argmin(values)
     low, high = grid[jnp.maximum(best - 1, 0)], grid[jnp.minimum(best + 1, grid.size - 1)]
@@ -193,6 +206,16 @@ def fold_labels(key: jax.Array, num_units: int, folds: int) -> np.ndarray:
     return labels
 
 
+def _out_of_fold(fold: np.ndarray, covariates, pooled: Callable, fit: Callable) -> np.ndarray:
+    """Targets fitted without each unit's fold: ``pooled(train_mask)`` without covariates,
+    else ``fit(train_mask)(covariates[test])``."""
+    target = np.empty(len(fold))
+    for k in np.unique(fold):
+        test, train = fold == k, fold != k
+        target[test] = pooled(train) if covariates is None else fit(train)(covariates[test])
+    return target
+
+
 def cross_fitted_target(
     successes, trials, covariates=None, *, key, folds: int = 2, regression: Regression | None = None
 ) -> np.ndarray:
@@ -203,18 +226,28 @@ def cross_fitted_target(
     """
     x, n = check_counts(successes, trials)
     z = _check_covariates(covariates, len(x))
-    fold = fold_labels(key, len(x), folds)
-    target = np.empty(len(x))
     regression = regression or logistic_regression
-    for k in range(folds):
-        test, train = fold == k, fold != k
-        if z is None:
-            target[test] = x[train].sum() / max(n[train].sum(), 1.0)
-        else:
-            rates = x[train] / np.maximum(n[train], 1.0)
-            predict = regression(z[train], rates, n[train])
-            target[test] = np.clip(np.asarray(predict(z[test])), 1e-6, 1 - 1e-6)
-    return target
+    rates = x / np.maximum(n, 1.0)
+
+    def fit(train):
+        predict = regression(z[train], rates[train], n[train])
+        return lambda z_test: np.clip(np.asarray(predict(z_test)), 1e-6, 1 - 1e-6)
+
+    return _out_of_fold(
+        fold_labels(key, len(x), folds), z, lambda train: x[train].sum() / max(n[train].sum(), 1.0), fit
+    )
+
+
+def linear_regression(covariates, values, trials):
+    """Default target regression for differences of rates: least squares with intercept,
+    weighted by ``1 / (1/n_1 + 1/n_2)`` (pass the harmonic trials as ``trials``).
+
+    Returns ``predict(covariates) -> values``.
+    """
+    design = np.column_stack([np.ones(len(values)), covariates])
+    root = np.sqrt(trials)
+    coef = np.linalg.lstsq(design * root[:, None], values * root, rcond=None)[0]
+    return lambda z: np.column_stack([np.ones(len(z)), z]) @ coef
 
 
 # --------------------------------------------------------------- the estimator
@@ -271,16 +304,31 @@ class ShrinkageResult(NamedTuple):
         return pd.DataFrame(columns)
 
 
-def _summarise(shrunk_risk, raw_risk, scored):
-    shrunk, raw = np.asarray(shrunk_risk)[scored], np.asarray(raw_risk)[scored]
-    count = max(int(scored.sum()), 1)
-    difference = raw - shrunk
-    return (
-        float(shrunk.mean()),
-        float(shrunk.std(ddof=1) / np.sqrt(count)) if count > 1 else np.nan,
-        float(raw.mean()),
-        float(difference.mean()),
-        float(difference.std(ddof=1) / np.sqrt(count)) if count > 1 else np.nan,
+def _result(raw, variance, target, weight, lam, scored, lower, upper, level) -> ShrinkageResult:
+    """Estimates, risk of the shrinkage and of the raw estimator (mean URE over scored
+    units), their paired difference, and standard errors over units."""
+    shrunk_risk = _linear_risk(raw, variance, target, weight)[scored]
+    raw_risk = _linear_risk(raw, variance, target, 1.0)[scored]
+    count = int(scored.sum())
+
+    def standard_error(values):
+        return float(values.std(ddof=1) / np.sqrt(count)) if count > 1 else np.nan
+
+    return ShrinkageResult(
+        estimate=target + weight * (raw - target),
+        lower=lower,
+        upper=upper,
+        raw=raw,
+        target=target,
+        weight=weight,
+        lam=float(lam),
+        risk=float(shrunk_risk.mean()),
+        risk_se=standard_error(shrunk_risk),
+        raw_risk=float(raw_risk.mean()),
+        improvement=float((raw_risk - shrunk_risk).mean()),
+        improvement_se=standard_error(raw_risk - shrunk_risk),
+        num_unscored=int((~scored).sum()),
+        level=np.nan if level is None else float(level),
     )
 
 
@@ -338,14 +386,10 @@ def shrink(
     _warn_unscored(int((~scored).sum()), len(x))
     if not scored.any():
         raise ValueError("no unit has 2 or more trials: the risk cannot be estimated")
+    raw, variance = _rate_and_variance(x, n)
     if lam is None:
-        lam = float(_tune_lambda(x, n, target, scored))
+        lam = float(_tune_lambda(raw, variance, 1.0 / np.maximum(n, 1.0), target, scored))
     weight = n / (n + lam)
-    raw = x / np.maximum(n, 1.0)
-    estimate = target + weight * (raw - target)
-    risk, risk_se, raw_risk, improvement, improvement_se = _summarise(
-        unbiased_risk(x, n, target, weight), unbiased_risk(x, n, target, 1.0), scored
-    )
     lower = upper = np.full(len(x), np.nan)
     if level is not None:
         from scipy import stats
@@ -357,22 +401,7 @@ def shrink(
         tail = (1.0 - level) / 2.0
         lower = stats.beta.ppf(tail, distinct.real, distinct.imag)[inverse]
         upper = stats.beta.ppf(1.0 - tail, distinct.real, distinct.imag)[inverse]
-    return ShrinkageResult(
-        estimate,
-        lower,
-        upper,
-        raw,
-        target,
-        weight,
-        float(lam),
-        risk,
-        risk_se,
-        raw_risk,
-        improvement,
-        improvement_se,
-        int((~scored).sum()),
-        float(level) if level is not None else np.nan,
-    )
+    return _result(raw, variance, target, weight, lam, scored, lower, upper, level)
 
 
 def shrink_difference(
@@ -390,58 +419,33 @@ def shrink_difference(
     """Two-sample version: shrink ``thetahat_i = phat_i1 - phat_i2`` toward a cross-fitted
     target with ``w_i = 1 / (1 + lam v_i)``, ``v_i = 1/n_i1 + 1/n_i2`` (known, so the URE
     ``(1-w)^2 (thetahat - mu)^2 + (2w - 1) Vhat`` stays exact, ``Vhat_i`` the unbiased
-    variance estimate). Intervals are not computed (``lower``/``upper`` are NaN).
+    variance estimate). Targets are cross-fitted like :func:`shrink`'s: the mean difference
+    of the other folds, or ``regression`` (default :func:`linear_regression`, weighted by
+    ``1 / v_i``) on covariates. Intervals are not computed (``lower``/``upper`` are NaN).
     """
     x1, n1 = check_counts(successes1, trials1, "sample 1")
     x2, n2 = check_counts(successes2, trials2, "sample 2")
     if x1.shape != x2.shape:
         raise ValueError(f"the two samples have {len(x1)} and {len(x2)} units")
-    raw = x1 / np.maximum(n1, 1.0) - x2 / np.maximum(n2, 1.0)
+    (p1, variance1), (p2, variance2) = _rate_and_variance(x1, n1), _rate_and_variance(x2, n2)
+    raw, variance = p1 - p2, variance1 + variance2
+    design_variance = 1.0 / np.maximum(n1, 1.0) + 1.0 / np.maximum(n2, 1.0)
     z = _check_covariates(covariates, len(raw))
-    fold = fold_labels(key, len(raw), folds)
-    target = np.empty(len(raw))
-    for k in range(folds):
-        test, train = fold == k, fold != k
-        if z is None:
-            target[test] = raw[train].mean()
-        else:
-            design = np.column_stack([np.ones(train.sum()), z[train]])
-            coef = np.linalg.lstsq(design, raw[train], rcond=None)[0]
-            target[test] = np.column_stack([np.ones(test.sum()), z[test]]) @ coef
+    regression = regression or linear_regression
+
+    def fit(train):
+        return regression(z[train], raw[train], 1.0 / design_variance[train])
+
+    target = _out_of_fold(fold_labels(key, len(raw), folds), z, lambda train: raw[train].mean(), fit)
     scored = (n1 >= 2) & (n2 >= 2)
     _warn_unscored(int((~scored).sum()), len(raw))
-    p1, p2 = x1 / np.maximum(n1, 1.0), x2 / np.maximum(n2, 1.0)
-    variance = p1 * (1 - p1) / np.maximum(n1 - 1, 1) + p2 * (1 - p2) / np.maximum(n2 - 1, 1)
-    design_variance = 1.0 / np.maximum(n1, 1.0) + 1.0 / np.maximum(n2, 1.0)
-
-    def risks(weight):
-        value = (1 - weight) ** 2 * (raw - target) ** 2 + (2 * weight - 1) * variance
-        return np.where(scored, value, np.nan)
-
+    if not scored.any():
+        raise ValueError("no unit has 2 or more trials in both samples: the risk cannot be estimated")
     if lam is None:
-        grid = np.exp(np.linspace(-12.0, 12.0, 481))
-        means = [np.nanmean(risks(1.0 / (1.0 + g * design_variance))) for g in grid]
-        lam = float(grid[int(np.argmin(means))])
+        lam = float(_tune_lambda(raw, variance, design_variance, target, scored))
     weight = 1.0 / (1.0 + lam * design_variance)
-    estimate = target + weight * (raw - target)
-    risk, risk_se, raw_risk, improvement, improvement_se = _summarise(risks(weight), risks(1.0), scored)
     nan = np.full(len(raw), np.nan)
-    return ShrinkageResult(
-        estimate,
-        nan,
-        nan,
-        raw,
-        target,
-        weight,
-        lam,
-        risk,
-        risk_se,
-        raw_risk,
-        improvement,
-        improvement_se,
-        int((~scored).sum()),
-        np.nan,
-    )
+    return _result(raw, variance, target, weight, lam, scored, nan, nan, None)
 
 
 # ------------------------------------------------------------------ baselines
