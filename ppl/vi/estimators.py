@@ -130,12 +130,22 @@ def resolve(spec: Any, site: str, fn: dist.Distribution) -> Estimator:
     if spec is None:
         spec = reparam() if fn.has_rsample else reinforce()
     elif isinstance(spec, str):
-        constructors = {"reparam": reparam, "implicit": implicit, "reinforce": reinforce, "enum": enum, "mvd": mvd}
+        constructors = {
+            "reparam": reparam,
+            "implicit": implicit,
+            "reinforce": reinforce,
+            "enum": enum,
+            "mvd": mvd,
+        }
         if spec not in constructors:
-            raise ValueError(f"site '{site}': unknown estimator {spec!r}; choose one of {sorted(constructors)}")
+            raise ValueError(
+                f"site '{site}': unknown estimator {spec!r}; choose one of {sorted(constructors)}"
+            )
         spec = constructors[spec]()
     elif not isinstance(spec, Estimator):
-        raise TypeError(f"site '{site}': infer['grad'] must be an Estimator or a name, got {type(spec).__name__}")
+        raise TypeError(
+            f"site '{site}': infer['grad'] must be an Estimator or a name, got {type(spec).__name__}"
+        )
     spec.check(site, fn)
     return spec
 

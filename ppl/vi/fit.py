@@ -124,9 +124,7 @@ def _chunk_program(objective, optimizer, num_samples, batch_size, batch_argnums,
 
     @jax.jit
     def run(carry, first_step, rng_key, args):
-        return jax.lax.scan(
-            lambda c, i: step(c, i, rng_key, args), carry, first_step + jnp.arange(length)
-        )
+        return jax.lax.scan(lambda c, i: step(c, i, rng_key, args), carry, first_step + jnp.arange(length))
 
     return run
 
@@ -207,7 +205,13 @@ def fit(
         raise ValueError("fit: init_params contain NaN or inf")
 
     params = jax.tree.map(jnp.asarray, init_params)
-    carry = (params, optimizer.init(params), jnp.zeros((), jnp.int32), jnp.full((), -1, jnp.int32), jnp.array(False))
+    carry = (
+        params,
+        optimizer.init(params),
+        jnp.zeros((), jnp.int32),
+        jnp.full((), -1, jnp.int32),
+        jnp.array(False),
+    )
     bar_on = progress.progress_enabled(progress_bar)
     bar = progress.ProgressBar(steps, 1, bar_on)
     bar.phase("fit")
@@ -215,7 +219,14 @@ def fit(
     try:
         for first, length in progress.chunk_sizes(0, steps, enabled=True):
             run = _chunk_program(
-                objective, optimizer, num_samples, batch_size, batch_argnums, on_nonfinite, num_devices, length
+                objective,
+                optimizer,
+                num_samples,
+                batch_size,
+                batch_argnums,
+                on_nonfinite,
+                num_devices,
+                length,
             )
             carry, chunk_values = run(carry, jnp.asarray(first, jnp.int32), rng_key, tuple(args))
             values.append(chunk_values)

@@ -57,9 +57,7 @@ __all__ = [
 _STACK: list[_Context] = []
 
 
-@functools.partial(
-    jax.tree_util.register_dataclass, data_fields=["log_q", "baseline"], meta_fields=["kind"]
-)
+@functools.partial(jax.tree_util.register_dataclass, data_fields=["log_q", "baseline"], meta_fields=["kind"])
 @dataclass
 class _Record:
     """One guide site as the surrogate needs it; ``log_q`` has the particle axes
@@ -218,7 +216,9 @@ class _RequireValues(Messenger):
             return
         name = msg["name"]
         if msg["is_observed"] and name in self.values:
-            raise ModelError(f"density: site '{name}' of {_name(self.model)} is observed but also given a value")
+            raise ModelError(
+                f"density: site '{name}' of {_name(self.model)} is observed but also given a value"
+            )
         if msg["value"] is None and not msg["is_observed"]:
             raise ModelError(
                 f"density: latent site '{name}' of {_name(self.model)} has no value "
@@ -312,7 +312,9 @@ class _Marginal(Family):
         log_weights = jnp.stack([run.log_probs[name] for name in self.keep]).sum()[None]
         records = dict(run.records)
         if self.num_particles > 1:
-            more, aux_records = self._weights(aux_key, prefix + "aux/", kept, self.num_particles - 1, args, kwargs)
+            more, aux_records = self._weights(
+                aux_key, prefix + "aux/", kept, self.num_particles - 1, args, kwargs
+            )
             log_weights = jnp.concatenate([log_weights, more])
             records.update(aux_records)
         # The drawn auxiliary value is one particle of a conditional SIR targeting
@@ -345,9 +347,13 @@ class _Normalized(Family):
         return chosen, log_w[index] + log_q[index] - log_normalizer, records
 
     def estimate_log_density(self, rng_key, prefix, values, args, kwargs):
-        draws, log_q, records = _particles(self.proposal, rng_key, prefix, self.num_particles - 1, args, kwargs)
+        draws, log_q, records = _particles(
+            self.proposal, rng_key, prefix, self.num_particles - 1, args, kwargs
+        )
         own_key = jax.random.fold_in(rng_key, self.num_particles)
-        own_log_q, own_records = self.proposal.estimate_log_density(own_key, prefix + "own/", values, args, kwargs)
+        own_log_q, own_records = self.proposal.estimate_log_density(
+            own_key, prefix + "own/", values, args, kwargs
+        )
         log_p = log_joint(self.model, values, args, kwargs)
         log_w = jnp.concatenate([(log_p - own_log_q)[None], self._log_target(draws, args, kwargs) - log_q])
         return log_p - (logsumexp(log_w) - jnp.log(self.num_particles)), {**records, **own_records}
@@ -506,7 +512,9 @@ def _branches(program, rng_key, args, forced, branch: _Branch) -> jax.Array:
     # Lane 0 set to its own drawn value is the sampled configuration itself.
     own = jnp.argmax(support == sampled.reshape(-1)[0])
     probabilities = probabilities.reshape(-1)
-    correction = jnp.sum(jax.lax.stop_gradient(outcomes) * (probabilities - jax.lax.stop_gradient(probabilities)))
+    correction = jnp.sum(
+        jax.lax.stop_gradient(outcomes) * (probabilities - jax.lax.stop_gradient(probabilities))
+    )
     return outcomes[own] + correction
 
 

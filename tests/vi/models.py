@@ -15,7 +15,11 @@ from ppl import dist
 # z1 ~ Bernoulli(sigmoid(t)), z2 | z1 ~ Categorical(PRIOR_Z2[z1]), x ~ Normal(z1 + z2, 1).
 PRIOR_Z2 = jnp.array([[0.2, 0.5, 0.3], [0.6, 0.1, 0.3]])
 X_OBS = 1.3
-DISCRETE_PARAMS = {"t": jnp.array(-0.4), "a": jnp.array(0.3), "B": jnp.array([[0.2, -0.5, 0.1], [-0.3, 0.4, 0.6]])}
+DISCRETE_PARAMS = {
+    "t": jnp.array(-0.4),
+    "a": jnp.array(0.3),
+    "B": jnp.array([[0.2, -0.5, 0.1], [-0.3, 0.4, 0.6]]),
+}
 TRACES = [(z1, z2) for z1 in range(2) for z2 in range(3)]
 
 

@@ -73,7 +73,9 @@ def bernoulli_objective(grad):
 BERNOULLI_GRAD = 4.0 + 2 * 0.3 - 1.0
 
 
-@pytest.mark.parametrize("grad", [ppl.vi.enum(), ppl.vi.mvd(), ppl.vi.reinforce(), ppl.vi.reinforce(baseline=1.5)])
+@pytest.mark.parametrize(
+    "grad", [ppl.vi.enum(), ppl.vi.mvd(), ppl.vi.reinforce(), ppl.vi.reinforce(baseline=1.5)]
+)
 def test_bernoulli(grad):
     draws = assert_unbiased(bernoulli_objective(grad), jnp.array(0.3), exact=jnp.array(BERNOULLI_GRAD))
     if grad.kind == "enum":
@@ -182,7 +184,9 @@ def coin_exact_elbo(params):
 @pytest.mark.parametrize("grad", [ppl.vi.implicit(), ppl.vi.reinforce()])
 def test_beta_bernoulli_coin(grad):
     def guide(params):
-        ppl.sample("theta", dist.Beta(jnp.exp(params["log_a"]), jnp.exp(params["log_b"])), infer={"grad": grad})
+        ppl.sample(
+            "theta", dist.Beta(jnp.exp(params["log_a"]), jnp.exp(params["log_b"])), infer={"grad": grad}
+        )
 
     params = {"log_a": jnp.log(12.0), "log_b": jnp.log(9.0)}
     objective = ppl.vi.objectives.elbo(coin_model, guide)
