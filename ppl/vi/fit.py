@@ -79,17 +79,18 @@ def _minibatch(rng_key, args, batch_size, batch_argnums):
 def _chunk_program(objective, optimizer, num_samples, batch_size, batch_argnums, mode, num_devices, length):
     """A jitted run of ``length`` steps; cached so repeated fits do not recompile."""
 
-    def estimates(keys, params, args):
+    def local_estimates(keys, params, args):
         values, grads = jax.vmap(objective.value_and_grad_estimate, in_axes=(0, None, *([None] * len(args))))(
             keys, params, *args
         )
         return jnp.mean(values), jax.tree.map(lambda g: jnp.mean(g, axis=0), grads)
 
+    estimates = local_estimates
     if num_devices > 1:
         mesh = Mesh(jax.local_devices()[:num_devices], (DEVICE_AXIS,))
 
         def per_device(keys, params, args):
-            value, grads = estimates(keys, params, args)
+            value, grads = local_estimates(keys, params, args)
             return jax.lax.pmean((value, grads), DEVICE_AXIS)
 
         estimates = jax.shard_map(

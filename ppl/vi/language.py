@@ -489,9 +489,13 @@ def _surrogate(program: Callable, rng_key, args, forced) -> jax.Array:
     try:
         value = program(*args)
     except _Branch as branch:
+        branched = branch
+    else:
+        branched = None
+    finally:
         _STACK.pop()
-        return _branches(program, rng_key, args, forced, branch)
-    _STACK.pop()
+    if branched is not None:
+        return _branches(program, rng_key, args, forced, branched)
     return _leaf(context, value)
 
 

@@ -75,7 +75,7 @@ def normal_model(params, y):
 
 
 def normal_guide(grad=None):
-    def guide(params, y):
+    def guide(params, *data):
         ppl.sample("z", dist.Normal(params["m"], jnp.exp(params["log_s"])), infer={"grad": grad})
 
     return guide

@@ -1,0 +1,144 @@
+"""ppl.vi.fit: converges to exact posteriors, minibatches with the right scale, is
+deterministic, never returns non-finite parameters, and exports to ArviZ."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from numpyro import handlers
+
+import ppl
+from ppl import dist
+from tests.vi.models import NORMAL_PARAMS, Y, normal_guide, normal_model
+
+ELBO = ppl.vi.objectives.elbo(normal_model, normal_guide())
+
+
+def exact_posterior(y):
+    precision = 1.0 + y.shape[0]
+    return float(jnp.sum(y) / precision), float(-0.5 * jnp.log(precision))
+
+
+def test_fit_reaches_the_conjugate_posterior():
+    result = ppl.vi.fit(
+        ELBO,
+        NORMAL_PARAMS,
+        Y,
+        optimizer=optax.adam(0.02),
+        steps=1500,
+        rng_key=jax.random.key(0),
+        num_samples=16,
+    )
+    mean, log_sd = exact_posterior(Y)
+    # Adam at a constant step size jitters around the optimum by ~0.01 here.
+    assert abs(float(result.params["m"]) - mean) < 0.03
+    assert abs(float(result.params["log_s"]) - log_sd) < 0.05
+    assert result.objective.shape == (1500,) and result.num_nonfinite == 0
+    assert result.trajectory_steps[-1] == 1500 and result.trajectory["m"].shape == (
+        len(result.trajectory_steps),
+    )
+
+
+def test_fit_is_deterministic_and_does_not_recompile_for_new_data():
+    kwargs = dict(optimizer=optax.adam(0.02), steps=40, rng_key=jax.random.key(3), num_samples=4)
+    first = ppl.vi.fit(ELBO, NORMAL_PARAMS, Y, **kwargs)
+    again = ppl.vi.fit(ELBO, NORMAL_PARAMS, Y, **kwargs)
+    np.testing.assert_array_equal(first.objective, again.objective)
+    new_data = Y + 1.0
+    compiles = []
+    jax.monitoring.register_event_duration_secs_listener(
+        lambda event, duration, **kw: (
+            compiles.append(event) if event.endswith("backend_compile_duration") else None
+        )
+    )
+    ppl.vi.fit(ELBO, NORMAL_PARAMS, new_data, **kwargs)
+    assert not compiles
+
+
+def scaled_model(params, y, num_data):
+    z = ppl.sample("z", dist.Normal(0.0, 1.0))
+    with handlers.scale(scale=num_data / y.shape[0]), ppl.plate("data", y.shape[0]):
+        ppl.sample("y", dist.Normal(z, 1.0), obs=y)
+
+
+def test_minibatch_scaling_gives_the_full_data_posterior():
+    y = jax.random.normal(jax.random.key(5), (40,)) + 0.5
+    objective = ppl.vi.objectives.elbo(scaled_model, normal_guide())
+    result = ppl.vi.fit(
+        objective,
+        NORMAL_PARAMS,
+        y,
+        40.0,
+        # a decaying step size, so the last iterate is not dominated by minibatch noise
+        optimizer=optax.adam(optax.exponential_decay(0.05, 3000, 0.01)),
+        steps=3000,
+        rng_key=jax.random.key(1),
+        num_samples=8,
+        batch_size=10,
+    )
+    mean, log_sd = exact_posterior(y)
+    # Without the N / B scale the posterior sd would be off by log 2 = 0.69 in log_s.
+    assert abs(float(result.params["m"]) - mean) < 0.05
+    assert abs(float(result.params["log_s"]) - log_sd) < 0.1
+
+
+def nan_objective():
+    def guide(params):
+        ppl.sample("z", dist.Normal(params["loc"], 0.1))
+
+    @ppl.vi.expectation
+    def objective(params):
+        values, _ = ppl.vi.sim(guide, params)
+        return -((values["z"] - 2.0) ** 2) + jnp.where(params["loc"] > 1.0, jnp.nan, 0.0)
+
+    return objective
+
+
+def test_nonfinite_steps_are_skipped_with_a_warning():
+    with pytest.warns(RuntimeWarning, match=r"non-finite .*first at step \d+"):
+        result = ppl.vi.fit(
+            nan_objective(),
+            {"loc": jnp.array(0.0)},
+            optimizer=optax.sgd(0.05),
+            steps=100,
+            rng_key=jax.random.key(0),
+        )
+    assert np.isfinite(result.params["loc"]) and result.num_nonfinite > 0
+    assert result.first_nonfinite_step is not None
+
+
+def test_nonfinite_raise_names_the_step():
+    with pytest.raises(FloatingPointError, match="not finite at step"):
+        ppl.vi.fit(
+            nan_objective(),
+            {"loc": jnp.array(0.0)},
+            optimizer=optax.sgd(0.05),
+            steps=100,
+            rng_key=jax.random.key(0),
+            on_nonfinite="raise",
+        )
+
+
+def test_fit_argument_errors():
+    kwargs = dict(optimizer=optax.sgd(0.1), steps=5, rng_key=jax.random.key(0))
+    with pytest.raises(TypeError, match="Expectation"):
+        ppl.vi.fit(lambda p: p, NORMAL_PARAMS, **kwargs)
+    with pytest.raises(ValueError, match="on_nonfinite"):
+        ppl.vi.fit(ELBO, NORMAL_PARAMS, Y, on_nonfinite="ignore", **kwargs)
+    with pytest.raises(ValueError, match="batch_size"):
+        ppl.vi.fit(ELBO, NORMAL_PARAMS, Y, batch_size=50, **kwargs)
+    with pytest.raises(ValueError, match="NaN"):
+        ppl.vi.fit(ELBO, {"m": jnp.nan, "log_s": 0.0}, Y, **kwargs)
+
+
+def test_guide_draws_to_arviz_round_trip(tmp_path):
+    result = ppl.vi.fit(
+        ELBO, NORMAL_PARAMS, Y, optimizer=optax.adam(0.05), steps=50, rng_key=jax.random.key(0)
+    )
+    data = result.to_arviz(normal_guide(), jax.random.key(1), 500, Y)
+    assert data.posterior["z"].shape == (1, 500)
+    np.testing.assert_allclose(float(data.posterior["z"].mean()), float(result.params["m"]), atol=0.1)
+    path = tmp_path / "vi.nc"
+    ppl.save(data, str(path))
+    assert ppl.load(str(path)).posterior.identical(data.posterior)
