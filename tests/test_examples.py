@@ -31,3 +31,21 @@ def test_binomial_shrinkage_example(tmp_path):
     output = run_example("binomial_shrinkage.py", tmp_path)
     assert "URE shrinkage + covariate" in output and "coverage" in output
     assert (tmp_path / "binomial_shrinkage.png").stat().st_size > 0
+
+
+def test_noisy_cone_example(tmp_path):
+    output = run_example("noisy_cone.py", tmp_path)
+    assert "DIWHVI(5,5)" in output and (tmp_path / "noisy_cone.png").stat().st_size > 0
+
+
+def test_vae_digits_example(tmp_path):
+    output = run_example("vae_digits.py", tmp_path)
+    assert "test -IWAE(1000)" in output and (tmp_path / "vae_digits.png").stat().st_size > 0
+
+
+def test_discrete_estimators_example(tmp_path):
+    output = run_example("discrete_estimators.py", tmp_path)
+    assert (
+        "reinforce + learned baseline" in output
+        and (tmp_path / "discrete_estimators.json").stat().st_size > 0
+    )

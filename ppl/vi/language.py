@@ -49,6 +49,7 @@ __all__ = [
     "expectation",
     "leave_one_out",
     "marginal",
+    "mean_over_data",
     "normalize",
     "sample_guide",
     "sim",
@@ -568,6 +569,44 @@ def expectation(program: Callable) -> Expectation:
         3.0
     """
     return Expectation(program)
+
+
+class _MeanOverData(Expectation):
+    def __init__(self, objective: Expectation, in_axes):
+        super().__init__(objective.program)
+        self.objective, self.in_axes = objective, tuple(in_axes)
+
+    def surrogate(self, rng_key, *args):
+        if len(args) != len(self.in_axes):
+            raise ValueError(f"mean_over_data: in_axes {self.in_axes} given for {len(args)} arguments")
+        sizes = {
+            jax.tree.leaves(a)[0].shape[axis]
+            for a, axis in zip(args, self.in_axes, strict=True)
+            if axis is not None
+        }
+        if len(sizes) != 1:
+            raise ValueError(f"mean_over_data: mapped arguments have different sizes {sorted(sizes)}")
+        keys = jax.random.split(rng_key, sizes.pop())
+        return jnp.mean(jax.vmap(self.objective.surrogate, in_axes=(0, *self.in_axes))(keys, *args))
+
+    def __repr__(self) -> str:
+        return f"mean_over_data({self.objective!r})"
+
+
+def mean_over_data(objective: Expectation, in_axes=(None, 0)) -> Expectation:
+    """The average of a per-datum objective over a batch, as one :class:`Expectation`.
+
+    ``in_axes`` says, as for ``jax.vmap``, which arguments carry the data axis (default:
+    parameters shared, first data argument mapped). Each datum gets its own key, so
+    per-datum objectives (IWAE, VIMCO, enumeration of a local discrete latent) stay
+    per-datum: ``log mean_k w_k`` is taken for each image, not for the whole batch.
+
+    Example::
+
+        per_image = ppl.vi.objectives.iwae(vae_model, vae_guide, num_particles=5)
+        batch_iwae = ppl.vi.mean_over_data(per_image)     # batch_iwae(params, images)
+    """
+    return _MeanOverData(objective, in_axes)
 
 
 def sample_guide(guide, rng_key: jax.Array, num_samples: int, *args, **kwargs) -> dict[str, jax.Array]:

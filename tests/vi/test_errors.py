@@ -31,7 +31,7 @@ def objective_with(guide, particles=None):
         (dist.Bernoulli(0.3), ppl.vi.reparam(), "site 'b': BernoulliProbs has no reparameterised sampler"),
         (dist.Normal(0.0, 1.0), ppl.vi.enum(), "site 'b': grad='enum' needs a finite support"),
         (dist.Normal(0.0, 1.0), ppl.vi.implicit(), "site 'b': implicit reparameterisation is for"),
-        (dist.Bernoulli(0.3).expand([2]).to_event(1), ppl.vi.mvd(), "site 'b': measure-valued derivatives need"),
+        (dist.Bernoulli(0.3).expand([2]).to_event(1), ppl.vi.mvd(), "site 'b': measure-valued derivatives"),
         (dist.Bernoulli(0.3), "magic", "site 'b': unknown estimator 'magic'"),
     ],
 )
