@@ -133,7 +133,7 @@ def _chunk_program(objective, optimizer, num_samples, batch_size, batch_argnums,
 def fit(
     objective: Expectation,
     init_params: Any,
-    *args,
+    *args: Any,
     optimizer: optax.GradientTransformation,
     steps: int,
     rng_key: jax.Array,

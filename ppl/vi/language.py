@@ -392,19 +392,22 @@ def normalize(model: Callable, proposal, particles: int) -> Family:
 # --------------------------------------------------------------------------- language
 
 
-def sim(guide, *args, particles: int | None = None, **kwargs):
+def sim(
+    guide: Callable | Family, *args: Any, particles: int | None = None, **kwargs: Any
+) -> tuple[dict, jax.Array]:
     """Draw from a guide: ``(values, log_q)``.
 
     Args:
         guide: a guide function (its sites pick estimators with ``infer={"grad": ...}``)
             or a :class:`Family` from :func:`marginal` / :func:`normalize`.
-        *args, **kwargs: passed to the guide.
+        *args: passed to the guide.
         particles: ``None`` for one draw; ``K`` for ``K`` independent draws, every
             value and ``log_q`` with a leading axis of length ``K``.
+        **kwargs: passed to the guide.
 
     Returns:
-        ``values``: dict site name -> value; ``log_q``: ``log q(values)`` (an estimate
-        for a :class:`Family`), shape ``()`` or ``(K,)``.
+        ``(values, log_q)``: a dict site name -> value, and ``log q(values)`` (an
+        estimate for a :class:`Family`) of shape ``()`` or ``(K,)``.
     """
     context = _current("sim")
     rng_key, prefix = context.next_call()

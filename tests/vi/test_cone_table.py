@@ -9,14 +9,10 @@ import pytest
 
 import ppl
 from ppl import dist
-from tests.vi.test_objectives import cone_model
+from tests.vi.test_objectives import cone_guide, cone_model
 
 SGD = optax.sgd(1e-3)
-
-
-def mean_field(params, z_obs):
-    ppl.sample("x", dist.Normal(params[0], jnp.exp(params[2])))
-    ppl.sample("y", dist.Normal(params[1], jnp.exp(params[3])))
+mean_field = cone_guide(None)  # mean-field Gaussian, params (mu_x, mu_y, log sd_x, log sd_y)
 
 
 def ring(params, z_obs):
