@@ -15,6 +15,7 @@ estimator of its objective with 5000 fresh samples (mean and standard error).
 import argparse
 import json
 import os
+import sys
 import time
 
 import jax
@@ -27,29 +28,16 @@ from numpyro.infer import SVI, RenyiELBO, Trace_ELBO
 import ppl
 from ppl import dist
 
+# One definition of the model and both families: the example's.
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "examples"))
+from noisy_cone import mean_field, ring  # noqa: E402
+from noisy_cone import model as cone_model  # noqa: E402
+
 PUBLISHED = {"elbo": -8.08, "iwae5": -7.79, "hvi": -9.75, "iwhvi5": -8.18, "diwhvi5x5": -7.33}
 Z_OBS = jnp.asarray(5.0)
 # One optimiser object: fit caches its compiled program per optimiser, so a new
 # optax.sgd(...) per call would recompile.
 SGD = optax.sgd(1e-3)
-
-
-def cone_model(params, z_obs):
-    x = ppl.sample("x", dist.Normal(0.0, 10.0))
-    y = ppl.sample("y", dist.Normal(0.0, 10.0))
-    radius2 = x**2 + y**2
-    ppl.sample("z", dist.Normal(radius2, 0.1 + radius2 / 100.0), obs=z_obs)
-
-
-def mean_field(params, z_obs):
-    ppl.sample("x", dist.Normal(params[0], jnp.exp(params[2])))
-    ppl.sample("y", dist.Normal(params[1], jnp.exp(params[3])))
-
-
-def ring(params, z_obs):
-    angle = 2 * jnp.pi * ppl.sample("u", dist.Uniform(0.0, 1.0))
-    ppl.sample("x", dist.Normal(jnp.sqrt(z_obs) * jnp.cos(angle), jnp.exp(params[0])))
-    ppl.sample("y", dist.Normal(jnp.sqrt(z_obs) * jnp.sin(angle), jnp.exp(params[1])))
 
 
 def objectives():
