@@ -66,7 +66,7 @@ def train_ppl(objective, init, num_samples, steps, seed):
         Z_OBS,
         optimizer=SGD,
         steps=steps,
-        rng_key=jax.random.key(seed),
+        key=jax.random.key(seed),
         num_samples=num_samples,
     )
     return result.params, time.perf_counter() - start

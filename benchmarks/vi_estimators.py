@@ -178,7 +178,7 @@ def train_gap(objective, exact, params, train_x, test_x, steps):
         train_x,
         optimizer=OPTIMIZER,
         steps=steps,
-        rng_key=jax.random.key(3),
+        key=jax.random.key(3),
         num_samples=1,
         batch_size=100,
     )

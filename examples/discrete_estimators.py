@@ -86,7 +86,7 @@ def main():
             train,
             optimizer=optimizer,
             steps=steps,
-            rng_key=jax.random.key(1),
+            key=jax.random.key(1),
             batch_size=100,
         )
         gap, log_p = exact_gap(result.params, test)

@@ -73,7 +73,7 @@ def main():
             Z_OBS,
             optimizer=sgd,
             steps=steps,
-            rng_key=jax.random.key(1),
+            key=jax.random.key(1),
             num_samples=num_samples,
         )
         keys = jax.random.split(jax.random.key(2), 5000)

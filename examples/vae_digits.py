@@ -92,7 +92,7 @@ def main():
         train,
         optimizer=optax.adam(1e-3),
         steps=steps,
-        rng_key=jax.random.key(1),
+        key=jax.random.key(1),
         batch_size=100,
     )
     neg_elbo, neg_iwae = test_bounds(result.params, test, jax.random.key(2))

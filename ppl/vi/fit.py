@@ -136,7 +136,7 @@ def fit(
     *args: Any,
     optimizer: optax.GradientTransformation,
     steps: int,
-    rng_key: jax.Array,
+    key: jax.Array,
     num_samples: int = 1,
     batch_size: int | None = None,
     batch_argnums: Sequence[int] = (0,),
@@ -157,7 +157,8 @@ def fit(
         *args: data passed to the objective after the parameters.
         optimizer: any Optax transformation (it minimises ``-objective``).
         steps: number of optimisation steps.
-        rng_key: ``jax.random`` key; step ``i`` uses ``fold_in(rng_key, i)``.
+        key: ``jax.random`` key; step ``i`` uses ``fold_in(key, i)`` (``key=`` as in
+            :func:`ppl.nuts`).
         num_samples: gradient estimates averaged per step.
         batch_size: if set, each step draws ``batch_size`` rows without replacement
             from the arguments in ``batch_argnums`` (indices into ``args``; same
@@ -183,7 +184,7 @@ def fit(
         >>> def guide(params):
         ...     ppl.sample("x", dist.Normal(params["loc"], 1.0))
         >>> result = ppl.vi.fit(ppl.vi.objectives.elbo(model, guide), {"loc": 0.0},
-        ...                     optimizer=optax.adam(0.1), steps=300, rng_key=jax.random.key(0))
+        ...                     optimizer=optax.adam(0.1), steps=300, key=jax.random.key(0))
         >>> round(float(result.params["loc"]))
         3
     """
@@ -229,7 +230,7 @@ def fit(
                 num_devices,
                 length,
             )
-            carry, chunk_values = run(carry, jnp.asarray(first, jnp.int32), rng_key, tuple(args))
+            carry, chunk_values = run(carry, jnp.asarray(first, jnp.int32), key, tuple(args))
             values.append(chunk_values)
             snapshots.append(carry[0])
             snapshot_steps.append(first + length)

@@ -37,7 +37,7 @@ def test_cone_table(name):
     objective, init, num_samples, published = CASES[name]
     z_obs = jnp.asarray(5.0)
     result = ppl.vi.fit(
-        objective, init, z_obs, optimizer=SGD, steps=5000, rng_key=jax.random.key(1), num_samples=num_samples
+        objective, init, z_obs, optimizer=SGD, steps=5000, key=jax.random.key(1), num_samples=num_samples
     )
     keys = jax.random.split(jax.random.key(2), 5000)
     value = float(jax.jit(jax.vmap(objective.estimate, (0, None, None)))(keys, result.params, z_obs).mean())

@@ -102,7 +102,7 @@ DEVICES_SCRIPT = textwrap.dedent(
     from tests.vi.models import NORMAL_PARAMS, Y, normal_guide, normal_model
     assert jax.local_device_count() == 4
     elbo = ppl.vi.objectives.elbo(normal_model, normal_guide())
-    run = dict(optimizer=optax.adam(0.05), steps=200, rng_key=jax.random.key(2), num_samples=8)
+    run = dict(optimizer=optax.adam(0.05), steps=200, key=jax.random.key(2), num_samples=8)
     one = ppl.vi.fit(elbo, NORMAL_PARAMS, Y, devices=1, **run)
     four = ppl.vi.fit(elbo, NORMAL_PARAMS, Y, devices=4, **run)
     for name in one.params:

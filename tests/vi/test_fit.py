@@ -27,7 +27,7 @@ def test_fit_reaches_the_conjugate_posterior():
         Y,
         optimizer=optax.adam(0.02),
         steps=1500,
-        rng_key=jax.random.key(0),
+        key=jax.random.key(0),
         num_samples=16,
     )
     mean, log_sd = exact_posterior(Y)
@@ -41,7 +41,7 @@ def test_fit_reaches_the_conjugate_posterior():
 
 
 def test_fit_is_deterministic_and_does_not_recompile_for_new_data():
-    kwargs = dict(optimizer=optax.adam(0.02), steps=40, rng_key=jax.random.key(3), num_samples=4)
+    kwargs = dict(optimizer=optax.adam(0.02), steps=40, key=jax.random.key(3), num_samples=4)
     first = ppl.vi.fit(ELBO, NORMAL_PARAMS, Y, **kwargs)
     again = ppl.vi.fit(ELBO, NORMAL_PARAMS, Y, **kwargs)
     np.testing.assert_array_equal(first.objective, again.objective)
@@ -73,7 +73,7 @@ def test_minibatch_scaling_gives_the_full_data_posterior():
         # a decaying step size, so the last iterate is not dominated by minibatch noise
         optimizer=optax.adam(optax.exponential_decay(0.05, 3000, 0.01)),
         steps=3000,
-        rng_key=jax.random.key(1),
+        key=jax.random.key(1),
         num_samples=8,
         batch_size=10,
     )
@@ -102,7 +102,7 @@ def test_nonfinite_steps_are_skipped_with_a_warning():
             {"loc": jnp.array(0.0)},
             optimizer=optax.sgd(0.05),
             steps=100,
-            rng_key=jax.random.key(0),
+            key=jax.random.key(0),
         )
     assert np.isfinite(result.params["loc"]) and result.num_nonfinite > 0
     assert result.first_nonfinite_step is not None
@@ -115,13 +115,13 @@ def test_nonfinite_raise_names_the_step():
             {"loc": jnp.array(0.0)},
             optimizer=optax.sgd(0.05),
             steps=100,
-            rng_key=jax.random.key(0),
+            key=jax.random.key(0),
             on_nonfinite="raise",
         )
 
 
 def test_fit_argument_errors():
-    kwargs = dict(optimizer=optax.sgd(0.1), steps=5, rng_key=jax.random.key(0))
+    kwargs = dict(optimizer=optax.sgd(0.1), steps=5, key=jax.random.key(0))
     with pytest.raises(TypeError, match="Expectation"):
         ppl.vi.fit(lambda p: p, NORMAL_PARAMS, **kwargs)
     with pytest.raises(ValueError, match="on_nonfinite"):
@@ -133,9 +133,7 @@ def test_fit_argument_errors():
 
 
 def test_guide_draws_to_arviz_round_trip(tmp_path):
-    result = ppl.vi.fit(
-        ELBO, NORMAL_PARAMS, Y, optimizer=optax.adam(0.05), steps=50, rng_key=jax.random.key(0)
-    )
+    result = ppl.vi.fit(ELBO, NORMAL_PARAMS, Y, optimizer=optax.adam(0.05), steps=50, key=jax.random.key(0))
     data = result.to_arviz(normal_guide(), jax.random.key(1), 500, Y)
     assert data.posterior["z"].shape == (1, 500)
     np.testing.assert_allclose(float(data.posterior["z"].mean()), float(result.params["m"]), atol=0.1)
