@@ -9,7 +9,6 @@ the ~300 coordinates of this suite a false failure has probability < 2e-4
 """
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
@@ -48,9 +47,3 @@ def assert_biased(objective, params, *args, exact, **kwargs):
     """The power check: a broken estimator must fail the same test."""
     draws = gradient_draws(objective, params, *args, **kwargs)
     assert np.max(np.abs(z_scores(draws, exact))) > Z_MAX
-
-
-def exact_expectation_over(outcomes_fn, params):
-    """Sum over enumerated outcomes: ``outcomes_fn(params) -> (log_probs, values)``."""
-    log_probs, values = outcomes_fn(params)
-    return jnp.sum(jnp.exp(log_probs) * values)

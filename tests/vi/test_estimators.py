@@ -10,7 +10,7 @@ from jax.scipy.special import betaln, digamma
 import ppl
 from ppl import dist
 from ppl.vi import language
-from tests.vi.harness import assert_biased, assert_unbiased
+from tests.vi.harness import assert_biased, assert_unbiased, gradient_draws
 from tests.vi.models import (
     DISCRETE_PARAMS,
     NORMAL_PARAMS,
@@ -47,8 +47,6 @@ def test_normal_second_moment(grad):
 
 def test_constant_baseline_reduces_variance():
     params = {"mu": jnp.array(0.8), "sigma": jnp.array(1.3)}
-    from tests.vi.harness import gradient_draws
-
     plain = gradient_draws(second_moment(ppl.vi.reinforce()), params)
     based = gradient_draws(second_moment(ppl.vi.reinforce(baseline=0.8**2 + 1.3**2)), params)
     assert (based.var(axis=0) < 0.8 * plain.var(axis=0)).all()

@@ -15,7 +15,7 @@ from jax.scipy.stats import norm
 
 import ppl
 from ppl import dist
-from tests.vi.harness import assert_unbiased
+from tests.vi.harness import assert_unbiased, gradient_draws
 from tests.vi.models import (
     DISCRETE_PARAMS,
     TRACES,
@@ -65,8 +65,6 @@ def test_vimco_is_unbiased_for_iwae():
 
 
 def test_vimco_reduces_variance():
-    from tests.vi.harness import gradient_draws
-
     plain = gradient_draws(objectives.iwae(discrete_model, REINFORCE_GUIDE, 3), DISCRETE_PARAMS, X_OBS)
     loo = gradient_draws(objectives.vimco(discrete_model, REINFORCE_GUIDE, 3), DISCRETE_PARAMS, X_OBS)
     assert loo.var(axis=0).sum() < 0.5 * plain.var(axis=0).sum()
@@ -250,8 +248,6 @@ def test_iwae_gradients_by_quadrature(gradient):
 
 
 def test_dreg_has_lower_guide_variance():
-    from tests.vi.harness import gradient_draws
-
     standard = gradient_draws(objectives.iwae(gauss_model, gauss_guide, 3), GAUSS_PARAMS, Y_ONE)
     dreg = gradient_draws(objectives.iwae(gauss_model, gauss_guide, 3, gradient="dreg"), GAUSS_PARAMS, Y_ONE)
     # coordinates (flattened dict order): log_s, m, theta
