@@ -8,7 +8,7 @@ NumPyro models run unchanged), compile it with :func:`compile`, sample it with
 
 from numpyro import distributions as dist
 
-from ppl import eb, vi
+from ppl import eb, smc, vi
 from ppl.arviz import load, save, to_inference_data
 from ppl.compile import CompiledModel, compile
 from ppl.dsl import deterministic, factor, param, plate, sample
@@ -37,6 +37,7 @@ __all__ = [
     "sample",
     "save",
     "set_host_device_count",
+    "smc",
     "to_inference_data",
     "vi",
 ]

@@ -1,0 +1,265 @@
+"""An exact oracle: Gaussian-mixture priors, their noised scores, and exact posteriors.
+
+For ``p_0 = sum_k w_k N(m_k, v_k I)`` everything a diffusion sampler approximates has a
+closed form (notes/diffusion_smc.md, section 3.3-3.4):
+
+* the noised marginal ``p_t = sum_k w_k N(alpha m_k, (alpha^2 v_k + sigma^2) I)`` and its score;
+* the posterior under ``y = A x + sigma_y eps``: a mixture with weights
+  ``w'_k ~ w_k N(y; A m_k, sigma_y^2 I + v_k A A^T)``, computed in the SVD basis of ``A``;
+* the optimal twist ``p(y | x_t)``, because ``p(x_0 | x_t)`` is again a mixture.
+
+Example:
+    >>> import jax, jax.numpy as jnp
+    >>> from ppl.smc.diffusion import GaussianMixture, measurement, vp
+    >>> gmm = GaussianMixture(jnp.array([0.5, 0.5]), jnp.array([[-2.0, 0.0], [2.0, 0.0]]))
+    >>> post = gmm.posterior(measurement(jnp.array([[1.0, 0.0]]), jnp.array([1.5]), 0.5))
+    >>> post.sample(jax.random.key(0), 1000).shape
+    (1000, 2)
+    >>> prior = gmm.diffusion_prior(vp())  # exact score at every t
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from jax.scipy.special import logsumexp
+
+from ppl.smc.diffusion.operators import Measurement
+from ppl.smc.diffusion.prior import DiffusionPrior
+from ppl.smc.diffusion.schedule import Schedule
+
+__all__ = ["GaussianMixture", "GaussianMixturePosterior", "grid_mixture_problem"]
+
+_LOG_2PI = jnp.log(2 * jnp.pi)
+
+
+def _isotropic_log_normal(x, means, variances):
+    """``log N(x; m_k, v_k I)`` for every component: x ``(d,)``, means ``(K, d)``, variances ``(K,)``."""
+    d = x.shape[-1]
+    return -0.5 * (jnp.sum((x - means) ** 2, -1) / variances + d * (jnp.log(variances) + _LOG_2PI))
+
+
+@jax.tree_util.register_pytree_node_class
+class GaussianMixture:
+    """``sum_k w_k N(m_k, v_k I)``.
+
+    Args:
+        weights: ``(K,)``, nonnegative (normalised here).
+        means: ``(K, d)``.
+        variances: ``(K,)`` or a scalar; default 1.
+    """
+
+    def __init__(self, weights, means, variances=1.0):
+        self.means = jnp.asarray(means, jnp.float32)
+        if self.means.ndim != 2:
+            raise ValueError(f"means must have shape (K, d), got {self.means.shape}")
+        weights = jnp.asarray(weights, jnp.float32)
+        if weights.shape != self.means.shape[:1]:
+            raise ValueError(f"weights have shape {weights.shape} but means have shape {self.means.shape}")
+        self.log_weights = jnp.log(weights) - jnp.log(jnp.sum(weights))
+        self.variances = jnp.broadcast_to(jnp.asarray(variances, jnp.float32), weights.shape)
+        self.num_components, self.dim = self.means.shape
+
+    def tree_flatten(self):
+        return (self.log_weights, self.means, self.variances), None
+
+    @classmethod
+    def tree_unflatten(cls, _, children):
+        mixture = object.__new__(cls)
+        mixture.log_weights, mixture.means, mixture.variances = children
+        mixture.num_components, mixture.dim = mixture.means.shape
+        return mixture
+
+    @property
+    def weights(self) -> jax.Array:
+        return jnp.exp(self.log_weights)
+
+    def noised(self, alpha, sigma) -> GaussianMixture:
+        """The law of ``alpha x_0 + sigma eps``."""
+        return GaussianMixture(self.weights, alpha * self.means, alpha**2 * self.variances + sigma**2)
+
+    def log_density(self, x) -> jax.Array:
+        """``log p(x)`` for ``x`` of shape ``(d,)``."""
+        return logsumexp(self.log_weights + _isotropic_log_normal(x, self.means, self.variances))
+
+    def responsibilities(self, x) -> jax.Array:
+        """``p(component k | x)``, shape ``(K,)``."""
+        logits = self.log_weights + _isotropic_log_normal(x, self.means, self.variances)
+        return jax.nn.softmax(logits)
+
+    def score(self, x) -> jax.Array:
+        """``grad log p(x) = sum_k gamma_k(x) (m_k - x) / v_k``, shape ``(d,)``."""
+        gamma = self.responsibilities(x)
+        return jnp.sum((gamma / self.variances)[:, None] * (self.means - x), axis=0)
+
+    def sample(self, rng_key, num_samples: int) -> jax.Array:
+        """Draws ``(num_samples, d)``."""
+        component_key, noise_key = jax.random.split(rng_key)
+        k = jax.random.categorical(component_key, self.log_weights, shape=(num_samples,))
+        noise = jax.random.normal(noise_key, (num_samples, self.dim))
+        return self.means[k] + jnp.sqrt(self.variances[k])[:, None] * noise
+
+    # ------------------------------------------------------------------ diffusion
+
+    def diffusion_prior(self, schedule: Schedule) -> DiffusionPrior:
+        """A :class:`DiffusionPrior` with the exact noised score, log density and noise-end sampler."""
+
+        t_max = schedule.t_max
+        noise_end = self.noised(schedule.alpha(t_max), schedule.sigma(t_max))
+        return DiffusionPrior(
+            schedule, self.dim, score_fn=_NoisedScore(schedule), params=self, noise_end=noise_end
+        )
+
+    def noised_log_likelihood(self, observation: Measurement, schedule: Schedule):
+        """The optimal twist ``(x_t (d,), t) -> log p(y | x_t)``, exact.
+
+        ``x_0 | x_t, k ~ N(c_k (m_k / v_k + alpha x_t / sigma^2), c_k I)`` with
+        ``c_k = v_k sigma^2 / (sigma^2 + alpha^2 v_k)``; the observation is Gaussian given ``x_0``.
+        """
+        observation.require_linear("the exact noised likelihood")
+
+        def log_likelihood(x, t):
+            alpha, sigma = schedule.alpha(t), schedule.sigma(t)
+            noised = self.noised(alpha, sigma)
+            log_gamma = jax.nn.log_softmax(
+                noised.log_weights + _isotropic_log_normal(x, noised.means, noised.variances)
+            )
+            denominator = sigma**2 + alpha**2 * self.variances  # (K,)
+            means = (sigma**2 * self.means + (alpha * self.variances)[:, None] * x) / denominator[:, None]
+            variances = self.variances * sigma**2 / denominator
+            return logsumexp(log_gamma + _observation_log_marginal(observation, means, variances))
+
+        return log_likelihood
+
+    def posterior(self, observation: Measurement) -> GaussianMixturePosterior:
+        """The exact posterior under a linear-Gaussian measurement."""
+        operator = observation.require_linear("the exact Gaussian-mixture posterior")
+        if observation.dim != self.dim:
+            raise ValueError(
+                f"the measurement acts on x of dimension {observation.dim}, the mixture has d = {self.dim}"
+            )
+        s, noise_var = operator.singular_values, observation.noise_std**2
+        y_bar = operator.left.T @ observation.y  # (r,)
+        xi = jax.vmap(operator.to_row_space)(self.means)  # (K, r)
+        post_var = 1.0 / (1.0 / self.variances[:, None] + s**2 / noise_var)  # (K, r)
+        post_xi = post_var * (xi / self.variances[:, None] + s * y_bar / noise_var)
+        means = self.means + jax.vmap(operator.from_row_space)(post_xi - xi)
+        log_marginal = _observation_log_marginal(observation, self.means, self.variances)
+        log_evidence = logsumexp(self.log_weights + log_marginal)
+        return GaussianMixturePosterior(
+            self.log_weights + log_marginal - log_evidence,
+            means,
+            self.variances,
+            post_var,
+            operator,
+            log_evidence,
+        )
+
+
+class _NoisedScore:
+    """``(mixture, x, t) -> grad log p_t(x)``; equal for equal schedules (no recompiles)."""
+
+    def __init__(self, schedule: Schedule):
+        self.schedule = schedule
+
+    def __call__(self, mixture: GaussianMixture, x, t):
+        return mixture.noised(self.schedule.alpha(t), self.schedule.sigma(t)).score(x)
+
+    def __eq__(self, other):
+        return isinstance(other, _NoisedScore) and other.schedule == self.schedule
+
+    def __hash__(self):
+        return hash(("noised-mixture-score", self.schedule))
+
+
+def _observation_log_marginal(observation: Measurement, means, variances):
+    """``log N(y; A m_k, sigma_y^2 I + v_k A A^T)`` for every component ``(K,)``."""
+    return jax.vmap(observation.log_likelihood_inflated)(means, variances)
+
+
+class GaussianMixturePosterior:
+    """The exact posterior mixture: component ``k`` is ``N(m'_k, P_k)``,
+    ``P_k = v_k I + V diag(p_k - v_k) V^T`` with ``p_k`` the row-space variances.
+
+    Attributes:
+        log_weights: posterior component log-weights ``(K,)``. means: ``(K, d)``.
+        log_evidence: ``log p(y)``.
+    """
+
+    def __init__(self, log_weights, means, variances, row_variances, operator, log_evidence):
+        self.log_weights, self.means, self.variances = log_weights, means, variances
+        self.row_variances, self.operator, self.log_evidence = row_variances, operator, log_evidence
+
+    @property
+    def weights(self) -> jax.Array:
+        return jnp.exp(self.log_weights)
+
+    def sample(self, rng_key, num_samples: int) -> jax.Array:
+        """Exact posterior draws ``(num_samples, d)``."""
+        component_key, noise_key = jax.random.split(rng_key)
+        k = jax.random.categorical(component_key, self.log_weights, shape=(num_samples,))
+        z = jax.random.normal(noise_key, (num_samples, self.means.shape[1]))
+
+        def one(k, z):
+            scale = jnp.sqrt(self.variances[k])
+            correction = (jnp.sqrt(self.row_variances[k]) - scale) * self.operator.to_row_space(z)
+            return self.means[k] + scale * z + self.operator.from_row_space(correction)
+
+        return jax.vmap(one)(k, z)
+
+    def log_component_densities(self, x) -> jax.Array:
+        """``log w'_k + log N(x; m'_k, P_k)`` for one ``x`` of shape ``(d,)``: ``(K,)``."""
+        d, r = self.means.shape[1], self.row_variances.shape[1]
+        residual = x - self.means  # (K, d)
+        row = jax.vmap(self.operator.to_row_space)(residual)  # (K, r)
+        quadratic = jnp.sum(residual**2, -1) / self.variances + jnp.sum(
+            row**2 * (1 / self.row_variances - 1 / self.variances[:, None]), -1
+        )
+        log_det = (d - r) * jnp.log(self.variances) + jnp.sum(jnp.log(self.row_variances), -1)
+        return self.log_weights - 0.5 * (quadratic + log_det + d * _LOG_2PI)
+
+    def log_density(self, x) -> jax.Array:
+        """``log p(x | y)`` for ``x`` of shape ``(d,)``."""
+        return logsumexp(self.log_component_densities(x))
+
+    def component_error(self, samples, weights=None) -> jax.Array:
+        """Total-variation distance between the exact component weights and those the samples imply.
+
+        The samples' weight of component ``k`` is the (weighted) mean of the exact
+        responsibilities ``p(k | x_i, y)``. Args: samples ``(n, d)``; weights ``(n,)`` or None.
+        """
+        responsibilities = jax.vmap(lambda x: jax.nn.softmax(self.log_component_densities(x)))(samples)
+        weights = (
+            jnp.full(samples.shape[0], 1.0 / samples.shape[0])
+            if weights is None
+            else weights / jnp.sum(weights)
+        )
+        return 0.5 * jnp.sum(jnp.abs(weights @ responsibilities - self.weights))
+
+
+def grid_mixture_problem(seed: int, dim: int, obs_dim: int):
+    """One instance of the MCGdiff Gaussian-mixture benchmark (notes/diffusion_smc.md, section 3.1).
+
+    25 unit-covariance components with means ``(-8i, -8j)`` repeated ``dim/2`` times,
+    weights ``z^2`` with ``z ~ N(0, I_25)``; ``A = U diag(s) V^T`` from the SVD of a
+    Gaussian ``(obs_dim, dim)`` matrix with sorted ``U(0, 1)`` singular values;
+    ``sigma_y = U(0, 1) * max(s)``; ``y = A x* + sigma_y eps`` with ``x*`` from the prior.
+
+    Returns ``(mixture, observation, x_true)``.
+    """
+    import numpy as np
+
+    from ppl.smc.diffusion.operators import measurement
+
+    if dim % 2:
+        raise ValueError(f"dim must be even, got {dim}")
+    rng = np.random.default_rng(seed)
+    grid = np.array([(-8.0 * i, -8.0 * j) for i in range(-2, 3) for j in range(-2, 3)])
+    mixture = GaussianMixture(rng.normal(size=25) ** 2, np.tile(grid, (1, dim // 2)))
+    u, _, vt = np.linalg.svd(rng.normal(size=(obs_dim, dim)), full_matrices=False)
+    singular_values = np.sort(rng.uniform(size=obs_dim))[::-1]
+    matrix = u @ np.diag(singular_values) @ vt
+    noise_std = rng.uniform() * singular_values.max()
+    x_true = np.asarray(mixture.sample(jax.random.key(seed), 1))[0]
+    y = matrix @ x_true + noise_std * rng.normal(size=obs_dim)
+    return mixture, measurement(matrix, y, noise_std), x_true

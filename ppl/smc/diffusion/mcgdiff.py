@@ -1,0 +1,168 @@
+"""MCGdiff: Monte Carlo guided diffusion (Cardoso, Janati, Le Corff, Moulines; ICLR 2024).
+
+For linear-Gaussian measurements only. In the SVD basis ``xi = V^T x`` the observation
+is per coordinate, ``ybar_i = (U^T y)_i / S_i = xi_i + sqrt(v_i) eps_i`` with
+``v_i = sigma_y^2 / S_i^2``, and ``alpha_t ybar_i`` is a noisy observation of the noised
+coordinate ``xi_{t,i} = alpha_t xi_i + sigma_t eps'``. The potentials
+
+    g_t(x) = prod_i N(alpha_t ybar_i; xi_i, sigma_t^2 + alpha_t^2 v_i)
+
+equal the true likelihood at ``t = 0``. Every step is *fully adapted*: ancestors are drawn
+with weights ``int p(x' | x) g_{t'}(x') dx' / g_t(x)`` and particles move with the
+Gaussian kernel times potential combined in closed form (a Kalman update on the row
+space of ``A``). Exact as ``N -> oo``; the last step weighs by the true likelihood.
+
+Deviation from the paper: MCGdiff's potentials use the variance ``sigma_t^2 - alpha_t^2 v_i``
+(plus a floor ``kappa``), which pinches to ``kappa`` at the switch time ``tau_i`` where
+``sigma_t / alpha_t = sqrt(v_i)``. Implemented that way (``|.|`` after ``tau_i``), the
+weights degenerated as the grid was refined (minimum ESS ~20 of 20,000 particles at
+100-500 steps on a 2-D mixture, and a worse posterior than at 20 steps), so ``ppl`` uses
+the un-pinched variance above, the exact ``p(ybar_i | xi_t)`` under a flat prior.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from ppl.smc import resampling
+from ppl.smc.diffusion.base import IslandOutput, ddim_moments, run, scan_steps
+
+__all__ = ["mcgdiff"]
+
+_LOG_2PI = jnp.log(2 * jnp.pi)
+
+
+class _Config(NamedTuple):
+    times: tuple
+    eta: float
+    scheme: str
+
+
+def log_normal_diagonal(value, mean, variance):
+    return -0.5 * jnp.sum((value - mean) ** 2 / variance + jnp.log(variance) + _LOG_2PI, -1)
+
+
+def kalman_move(rng_key, operator, mean, std, target, target_variance):
+    """Draw from ``N(x; mean, std^2 I) * N(target; V^T x, diag(target_variance))`` (normalised)
+    and return ``(x', log int N(x; mean, std^2) N(target; V^T x, .) dx)``.
+
+    Shapes: mean ``(n, d)``, std ``(n,)``, target ``(r,)`` or ``(n, r)``, target_variance ``(r,)``.
+    """
+    noise_key, row_key = jax.random.split(rng_key)
+    row_mean = jax.vmap(operator.to_row_space)(mean)  # (n, r)
+    prior_variance = (std**2)[:, None]
+    log_predictive = log_normal_diagonal(target, row_mean, prior_variance + target_variance)
+    post_variance = 1.0 / (1.0 / prior_variance + 1.0 / target_variance)
+    post_mean = post_variance * (row_mean / prior_variance + target / target_variance)
+    x = mean + std[:, None] * jax.random.normal(noise_key, mean.shape)
+    row_draw = post_mean + jnp.sqrt(post_variance) * jax.random.normal(row_key, post_mean.shape)
+    x = x + jax.vmap(operator.from_row_space)(row_draw - jax.vmap(operator.to_row_space)(x))
+    return x, log_predictive
+
+
+def _island(rng_key, prior, observation, config: _Config, n):
+    operator = observation.forward
+    s = operator.singular_values
+    y_bar = (operator.left.T @ observation.y) / s
+    v = observation.noise_std**2 / s**2
+    schedule = prior.schedule
+    moments = jax.vmap(
+        lambda x, t, t_next: ddim_moments(prior, x, t, t_next, config.eta), in_axes=(0, None, None)
+    )
+
+    def potential_variance(t):
+        alpha, sigma = schedule.alpha(t), schedule.sigma(t)
+        return sigma**2 + alpha**2 * v
+
+    def log_potential(x, t):
+        return log_normal_diagonal(
+            schedule.alpha(t) * y_bar, jax.vmap(operator.to_row_space)(x), potential_variance(t)
+        )
+
+    init_key, loop_key = jax.random.split(rng_key)
+    x = prior.sample_initial(init_key, n)
+    t_max = jnp.float32(config.times[0])
+    log_g = log_potential(x, t_max)
+    log_weights, log_evidence = resampling.reweight(jnp.full(n, -jnp.log(n)), log_g)
+
+    def step(key, carry, t, t_next, final):
+        x, log_g, log_weights, log_evidence = carry
+        resample_key, move_key = jax.random.split(key)
+        mean, std, denoised = moments(x, t, t_next)
+        if final:  # the kernel to t = 0 is the point mass at D(x): weigh by the true likelihood
+            log_weights, log_increment = resampling.reweight(
+                log_weights, jax.vmap(observation.log_likelihood)(denoised) - log_g
+            )
+            return (denoised, log_g, log_weights, log_evidence + log_increment), (
+                resampling.ess(log_weights),
+                jnp.array(False),
+            )
+        # Fully adapted: choose ancestors by the predictive weight, then move with the optimal kernel.
+        row_mean = jax.vmap(operator.to_row_space)(mean)
+        target, target_var = schedule.alpha(t_next) * y_bar, potential_variance(t_next)
+        log_predictive = log_normal_diagonal(target, row_mean, (std**2)[:, None] + target_var)
+        log_weights, log_increment = resampling.reweight(log_weights, log_predictive - log_g)
+        ess = resampling.ess(log_weights)
+        ancestors = resampling.resample(resample_key, log_weights, config.scheme)
+        x_next, _ = kalman_move(move_key, operator, mean[ancestors], std[ancestors], target, target_var)
+        log_weights = jnp.full(n, -jnp.log(n))
+        return (x_next, log_potential(x_next, t_next), log_weights, log_evidence + log_increment), (
+            ess,
+            jnp.array(True),
+        )
+
+    (x, _, log_weights, log_evidence), (ess, resampled) = scan_steps(
+        step, (x, log_g, log_weights, log_evidence), loop_key, config.times
+    )
+    return IslandOutput(x, log_weights, log_evidence, ess, resampled)
+
+
+def mcgdiff(
+    rng_key,
+    prior,
+    observation,
+    *,
+    num_particles: int = 1000,
+    num_steps: int = 100,
+    eta: float = 1.0,
+    resampling_scheme: str = "systematic",
+    devices: int | None = None,
+):
+    """Sample ``p(x | y)`` with MCGdiff (linear ``A`` only); returns a :class:`~ppl.smc.diffusion.DiffusionResult`.
+
+    Args:
+        rng_key: a ``jax.random`` key.
+        prior: a :class:`~ppl.smc.diffusion.DiffusionPrior` (no network gradients needed).
+        observation: from :func:`~ppl.smc.diffusion.measurement` with a linear operator.
+        eta: stochasticity of the DDIM kernel (``0 < eta <= 1``).
+        num_particles, num_steps, resampling_scheme, devices: as in :func:`~ppl.smc.diffusion.afdps`
+            (MCGdiff resamples at every step).
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> from ppl.smc.diffusion import GaussianMixture, measurement, mcgdiff, vp
+        >>> gmm = GaussianMixture(jnp.ones(2), jnp.array([[-2.0, 0.0], [2.0, 0.0]]))
+        >>> obs = measurement(jnp.array([[1.0, 0.0]]), jnp.array([1.0]), noise_std=0.5)
+        >>> mcgdiff(jax.random.key(0), gmm.diffusion_prior(vp()), obs, num_particles=100, num_steps=10).particles.shape
+        (100, 2)
+    """
+    observation.require_linear("mcgdiff")
+    if not 0 < eta <= 1:
+        raise ValueError(f"mcgdiff needs 0 < eta <= 1 (a stochastic kernel), got {eta}")
+    resampling.SCHEMES.get(resampling_scheme) or resampling.resample(None, None, resampling_scheme)
+    times = tuple(float(t) for t in prior.schedule.timesteps(num_steps))
+    config = _Config(times, float(eta), resampling_scheme)
+    return run(
+        _island,
+        rng_key,
+        prior,
+        observation,
+        config,
+        method="mcgdiff",
+        num_particles=num_particles,
+        num_steps=num_steps,
+        devices=devices,
+    )
