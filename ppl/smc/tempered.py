@@ -15,7 +15,8 @@ Example:
     ...     mu = ppl.sample("mu", dist.Normal(0.0, 1.0))
     ...     with ppl.plate("obs", 3):
     ...         ppl.sample("y", dist.Normal(mu, 1.0), obs=y)
-    >>> result = ppl.smc.tempered(model, y=jnp.array([0.5, 1.0, 1.5]), key=jax.random.key(0), num_particles=200)
+    >>> y = jnp.array([0.5, 1.0, 1.5])
+    >>> result = ppl.smc.tempered(model, y=y, key=jax.random.key(0), num_particles=200)
     >>> result.samples["mu"].shape
     (200,)
 """
@@ -24,6 +25,8 @@ from __future__ import annotations
 
 from functools import partial
 from typing import NamedTuple
+
+import warnings
 
 import blackjax
 import jax
@@ -228,8 +231,6 @@ def tempered(
         resampling_scheme: a name in :data:`ppl.smc.resampling.SCHEMES`.
         devices: independent particle systems, one per device, merged by evidence.
     """
-    import warnings
-
     if not 0 < target_ess < 1:
         raise ValueError(f"target_ess must be in (0, 1), got {target_ess}")
     if resampling_scheme not in resampling.SCHEMES:
@@ -263,7 +264,7 @@ def tempered(
     )
     if np.any(np.asarray(num_steps) >= max_steps):
         warnings.warn(
-            f"tempered SMC stopped at max_steps = {max_steps} before reaching temperature 1 (final {np.asarray(temperatures)[:, -1]})",
+            f"tempered SMC stopped at max_steps = {max_steps} before reaching temperature 1",
             RuntimeWarning,
             stacklevel=2,
         )

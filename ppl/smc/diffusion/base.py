@@ -45,7 +45,8 @@ def ddim_moments(prior: DiffusionPrior, x, t, t_next, eta):
 
     ``eta = 1`` is DDPM's ancestral kernel, ``eta = 0`` the deterministic DDIM map. With
     ``x0 = D(x, t)`` and ``eps = (x - alpha x0) / sigma``:
-    ``mean = alpha' x0 + sqrt(sigma'^2 - c^2) eps``, ``c = eta sigma' sqrt(1 - (alpha sigma' / (alpha' sigma))^2)``.
+    ``mean = alpha' x0 + sqrt(sigma'^2 - c^2) eps``,
+    ``c = eta sigma' sqrt(1 - (alpha sigma' / (alpha' sigma))^2)``.
 
     Returns ``(mean (d,), c (), x0 (d,))``.
     """

@@ -79,7 +79,8 @@ def dps(
         >>> from ppl.smc.diffusion import GaussianMixture, dps, measurement, vp
         >>> gmm = GaussianMixture(jnp.ones(2), jnp.array([[-2.0, 0.0], [2.0, 0.0]]))
         >>> obs = measurement(jnp.array([[1.0, 0.0]]), jnp.array([1.0]), noise_std=0.5)
-        >>> dps(jax.random.key(0), gmm.diffusion_prior(vp()), obs, num_particles=100, num_steps=10).particles.shape
+        >>> prior = gmm.diffusion_prior(vp())
+        >>> dps(jax.random.key(0), prior, obs, num_particles=100, num_steps=10).particles.shape
         (100, 2)
     """
     if not 0 <= eta <= 1:

@@ -120,7 +120,9 @@ def fps(
     resampling_scheme: str = "multinomial",
     devices: int | None = None,
 ):
-    """Sample ``p(x | y)`` with FPS-SMC (linear ``A`` only); returns a :class:`~ppl.smc.diffusion.DiffusionResult`.
+    """Sample ``p(x | y)`` with FPS-SMC (linear ``A`` only).
+
+    Returns a :class:`~ppl.smc.diffusion.DiffusionResult`.
 
     Args:
         rng_key: a ``jax.random`` key.
@@ -140,7 +142,8 @@ def fps(
         >>> from ppl.smc.diffusion import GaussianMixture, fps, measurement, vp
         >>> gmm = GaussianMixture(jnp.ones(2), jnp.array([[-2.0, 0.0], [2.0, 0.0]]))
         >>> obs = measurement(jnp.array([[1.0, 0.0]]), jnp.array([1.0]), noise_std=0.5)
-        >>> fps(jax.random.key(0), gmm.diffusion_prior(vp()), obs, num_particles=100, num_steps=10).particles.shape
+        >>> prior = gmm.diffusion_prior(vp())
+        >>> fps(jax.random.key(0), prior, obs, num_particles=100, num_steps=10).particles.shape
         (100, 2)
     """
     observation.require_linear("fps")

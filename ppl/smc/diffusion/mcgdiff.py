@@ -131,7 +131,9 @@ def mcgdiff(
     resampling_scheme: str = "systematic",
     devices: int | None = None,
 ):
-    """Sample ``p(x | y)`` with MCGdiff (linear ``A`` only); returns a :class:`~ppl.smc.diffusion.DiffusionResult`.
+    """Sample ``p(x | y)`` with MCGdiff (linear ``A`` only).
+
+    Returns a :class:`~ppl.smc.diffusion.DiffusionResult`.
 
     Args:
         rng_key: a ``jax.random`` key.
@@ -146,7 +148,8 @@ def mcgdiff(
         >>> from ppl.smc.diffusion import GaussianMixture, measurement, mcgdiff, vp
         >>> gmm = GaussianMixture(jnp.ones(2), jnp.array([[-2.0, 0.0], [2.0, 0.0]]))
         >>> obs = measurement(jnp.array([[1.0, 0.0]]), jnp.array([1.0]), noise_std=0.5)
-        >>> mcgdiff(jax.random.key(0), gmm.diffusion_prior(vp()), obs, num_particles=100, num_steps=10).particles.shape
+        >>> prior = gmm.diffusion_prior(vp())
+        >>> mcgdiff(jax.random.key(0), prior, obs, num_particles=100, num_steps=10).particles.shape
         (100, 2)
     """
     observation.require_linear("mcgdiff")

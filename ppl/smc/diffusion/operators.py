@@ -191,7 +191,7 @@ class Measurement:
         return -jax.grad(self.log_likelihood)(x)
 
     def potential_laplacian(self, x):
-        """``trace Hess mu(x)``: ``||A||_F^2 / sigma_y^2`` when linear, else an exact Hessian trace (O(d) passes)."""
+        """``trace Hess mu(x)``: ``||A||_F^2 / sigma_y^2`` when linear, else the exact Hessian trace."""
         if self.is_linear:
             return jnp.sum(self.forward.singular_values**2) / self.noise_std**2
         return jnp.trace(jax.hessian(lambda z: -self.log_likelihood(z))(x))

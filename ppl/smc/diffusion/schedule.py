@@ -90,7 +90,9 @@ class Schedule:
 
 
 def vp(beta_min: float = 0.1, beta_max: float = 20.0, t_min: float = 1e-3) -> Schedule:
-    """Variance-preserving schedule: ``alpha(t)^2 = exp(-B(t))``, ``B(t) = beta_min t + (beta_max - beta_min) t^2 / 2``.
+    """Variance-preserving schedule: ``alpha(t)^2 = exp(-B(t))``.
+
+    ``B(t) = beta_min t + (beta_max - beta_min) t^2 / 2``.
 
     The continuous limit of DDPM's linear ``beta`` schedule, ``t in [0, 1]``.
     """

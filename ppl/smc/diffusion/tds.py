@@ -104,7 +104,9 @@ def tds(
     twist_fn: Callable | None = None,
     devices: int | None = None,
 ):
-    """Sample ``p(x | y)`` with the twisted diffusion sampler; returns a :class:`~ppl.smc.diffusion.DiffusionResult`.
+    """Sample ``p(x | y)`` with the twisted diffusion sampler.
+
+    Returns a :class:`~ppl.smc.diffusion.DiffusionResult`.
 
     Args:
         rng_key: a ``jax.random`` key.
@@ -120,7 +122,8 @@ def tds(
         >>> from ppl.smc.diffusion import GaussianMixture, measurement, tds, vp
         >>> gmm = GaussianMixture(jnp.ones(2), jnp.array([[-2.0, 0.0], [2.0, 0.0]]))
         >>> obs = measurement(jnp.array([[1.0, 0.0]]), jnp.array([1.0]), noise_std=0.5)
-        >>> tds(jax.random.key(0), gmm.diffusion_prior(vp()), obs, num_particles=100, num_steps=10).particles.shape
+        >>> prior = gmm.diffusion_prior(vp())
+        >>> tds(jax.random.key(0), prior, obs, num_particles=100, num_steps=10).particles.shape
         (100, 2)
     """
     if not 0 < eta <= 1:
