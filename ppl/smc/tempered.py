@@ -23,10 +23,9 @@ Example:
 
 from __future__ import annotations
 
+import warnings
 from functools import partial
 from typing import NamedTuple
-
-import warnings
 
 import blackjax
 import jax
