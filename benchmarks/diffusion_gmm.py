@@ -17,8 +17,8 @@ os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=4")
 
 import json
 import time
-from functools import partial
 import warnings
+from functools import partial
 from pathlib import Path
 
 import jax
@@ -94,7 +94,8 @@ def main():
                 }
                 rows.append(row)
                 print(
-                    f"d={d:4d} d_y={d_y} steps={steps:3d} {name:10s} SW {row['sw']:.3f} +- {row['sw_ci']:.3f} "
+                    f"d={d:4d} d_y={d_y} steps={steps:3d} {name:10s} "
+                    f"SW {row['sw']:.3f} +- {row['sw_ci']:.3f} "
                     f"(floor {row['floor']:.3f}) TV {row['tv']:.3f} ESS final {row['final_ess']:.0f} "
                     f"min {row['min_ess']:.0f} {row['seconds']:.2f}s",
                     flush=True,
