@@ -67,9 +67,14 @@ def main():
                 prior = mixture.diffusion_prior(D.vp())
                 for name, method in METHODS.items():
                     key = jax.random.key(i)
-                    if i == 0:
-                        method(key, prior, observation, steps)  # compile
-                    result, seconds = timed(partial(method, key, prior, observation, steps))
+                    try:
+                        if i == 0:
+                            method(key, prior, observation, steps)  # compile
+                        result, seconds = timed(partial(method, key, prior, observation, steps))
+                    except FloatingPointError:  # the sampler diverged: count it as a failure
+                        for field in fields:
+                            per_method[name][field].append(np.nan)
+                        continue
                     draws = result.sample(jax.random.key(i + 1), N)
                     stats = per_method[name]
                     stats["sw"].append(float(D.sliced_wasserstein(jax.random.key(7), draws, exact)))
