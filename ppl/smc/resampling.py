@@ -26,7 +26,7 @@ import jax.numpy as jnp
 from blackjax.smc import resampling as _blackjax
 from jax.scipy.special import logsumexp
 
-__all__ = ["SCHEMES", "ess", "normalize", "resample", "resample_if", "reweight"]
+__all__ = ["SCHEMES", "check_scheme", "ess", "normalize", "resample", "resample_if", "reweight"]
 
 #: Resampling schemes by name: ``fn(rng_key, weights (N,), num_samples) -> indices``.
 SCHEMES: dict[str, Callable] = {
@@ -37,10 +37,11 @@ SCHEMES: dict[str, Callable] = {
 }
 
 
-def _scheme(name: str) -> Callable:
+def check_scheme(name: str) -> str:
+    """Return ``name`` if it is a key of :data:`SCHEMES`; otherwise raise ``ValueError`` listing them."""
     if name not in SCHEMES:
         raise ValueError(f"unknown resampling scheme {name!r}; choose one of {sorted(SCHEMES)}")
-    return SCHEMES[name]
+    return name
 
 
 def normalize(log_weights: jax.Array) -> jax.Array:
@@ -78,7 +79,7 @@ def resample(
     ``num_samples * w_i``.
     """
     num_samples = log_weights.shape[0] if num_samples is None else num_samples
-    return _scheme(scheme)(rng_key, jnp.exp(normalize(log_weights)), num_samples)
+    return SCHEMES[check_scheme(scheme)](rng_key, jnp.exp(normalize(log_weights)), num_samples)
 
 
 def resample_if(

@@ -28,13 +28,12 @@ import jax
 import jax.numpy as jnp
 
 from ppl.smc import resampling
-from ppl.smc.diffusion.base import IslandOutput, reweight_then_maybe_resample, run, scan_steps
+from ppl.smc.diffusion.base import IslandOutput, check_settings, reweight_then_maybe_resample, run, scan_steps
 
 __all__ = ["afdps"]
 
 
 class _Config(NamedTuple):
-    times: tuple
     variant: str
     ess_threshold: float
     scheme: str
@@ -54,7 +53,7 @@ def _stage_one(rng_key, prior, observation, n):
     return x, log_weights, log_evidence
 
 
-def _island(rng_key, prior, observation, config: _Config, n):
+def _island(rng_key, prior, observation, config: _Config, times: tuple, n):
     init_key, loop_key = jax.random.split(rng_key)
     x, log_weights, log_evidence = _stage_one(init_key, prior, observation, n)
     schedule = prior.schedule
@@ -90,7 +89,7 @@ def _island(rng_key, prior, observation, config: _Config, n):
         return (x, log_weights, log_evidence + log_increment), (ess, resampled)
 
     (x, log_weights, log_evidence), (ess, resampled) = scan_steps(
-        step, (x, log_weights, log_evidence), loop_key, config.times
+        step, (x, log_weights, log_evidence), loop_key, times
     )
     return IslandOutput(x, log_weights, log_evidence, ess, resampled)
 
@@ -148,12 +147,9 @@ def afdps(
     """
     if variant not in ("sde", "ode"):
         raise ValueError(f"variant must be 'sde' or 'ode', got {variant!r}")
-    if not 0 <= ess_threshold <= 1:
-        raise ValueError(f"ess_threshold must be in [0, 1], got {ess_threshold}")
-    resampling.SCHEMES.get(resampling_scheme) or resampling.resample(None, None, resampling_scheme)
-    times = tuple(float(t) for t in prior.schedule.timesteps(num_steps))
+    check_settings("afdps", ess_threshold=ess_threshold, resampling_scheme=resampling_scheme)
     config = _Config(
-        times, variant, float(ess_threshold), resampling_scheme, float(langevin_step), int(langevin_steps)
+        variant, float(ess_threshold), resampling_scheme, float(langevin_step), int(langevin_steps)
     )
     return run(
         _island,

@@ -1,9 +1,10 @@
 """What every diffusion posterior sampler shares: the reverse kernel, the particle loop,
 islands over devices, and the result object.
 
-A sampler is an *island* function ``island(rng_key, prior, observation, config, n)``
-returning an :class:`IslandOutput` for ``n`` particles. :func:`run` maps islands over
-devices (``jax.shard_map``, one island per device) and merges them exactly: island
+A sampler is an *island* function ``island(rng_key, prior, observation, config, times, n)``
+returning an :class:`IslandOutput` for ``n`` particles on the time grid ``times``.
+:func:`run` maps islands over devices (:func:`ppl.parallel.map_chains`, one island per
+device) and merges them exactly: island
 ``j``'s normalised weights are multiplied by its evidence estimate ``Z_j`` (independent
 SMC runs combine that way), and the merged evidence is the mean of the ``Z_j``.
 """
@@ -18,15 +19,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.scipy.special import logsumexp
-from jax.sharding import Mesh, PartitionSpec
 
+from ppl.parallel import map_chains
 from ppl.smc import resampling
 from ppl.smc.diffusion.operators import Measurement
 from ppl.smc.diffusion.prior import DiffusionPrior
 
-__all__ = ["DiffusionResult", "IslandOutput", "ddim_moments", "run", "scan_steps"]
-
-ISLAND_AXIS = "island"
+__all__ = ["DiffusionResult", "IslandOutput", "check_settings", "ddim_moments", "run", "scan_steps"]
 
 
 class IslandOutput(NamedTuple):
@@ -99,23 +98,25 @@ def reweight_then_maybe_resample(rng_key, particles, log_weights, increments, th
     return particles, log_weights, log_increment, ess, resampled
 
 
-@partial(jax.jit, static_argnames=("island", "config", "num_islands", "particles_per_island"))
-def _run_islands(rng_key, prior, observation, *, island, config, num_islands, particles_per_island):
-    def one(key, prior, observation):
-        return island(key, prior, observation, config, particles_per_island)
+@partial(jax.jit, static_argnames=("island", "config", "times", "num_islands", "particles_per_island"))
+def _run_islands(rng_key, prior, observation, *, island, config, times, num_islands, particles_per_island):
+    def one(key, shared):
+        prior, observation = shared
+        return island(key, prior, observation, config, times, particles_per_island)
 
     keys = jax.random.split(rng_key, num_islands)
-    if num_islands == 1:
-        return jax.tree.map(lambda leaf: leaf[None], one(keys[0], prior, observation))
-    mesh = Mesh(jax.local_devices()[:num_islands], (ISLAND_AXIS,))
-    mapped = jax.shard_map(
-        jax.vmap(one, in_axes=(0, None, None)),
-        mesh=mesh,
-        in_specs=(PartitionSpec(ISLAND_AXIS), PartitionSpec(), PartitionSpec()),
-        out_specs=PartitionSpec(ISLAND_AXIS),
-        check_vma=False,
-    )
-    return mapped(keys, prior, observation)
+    return map_chains(one, num_islands, vectorized=True)(keys, (prior, observation))
+
+
+def check_settings(method: str, *, eta=None, stochastic=True, ess_threshold=None, resampling_scheme=None):
+    """Validate the options samplers share; ``stochastic`` samplers need ``eta > 0``."""
+    if eta is not None and not ((0 < eta if stochastic else 0 <= eta) and eta <= 1):
+        bound = "0 < eta <= 1 (a stochastic kernel)" if stochastic else "0 <= eta <= 1"
+        raise ValueError(f"{method} needs {bound}, got {eta}")
+    if ess_threshold is not None and not 0 <= ess_threshold <= 1:
+        raise ValueError(f"ess_threshold must be in [0, 1], got {ess_threshold}")
+    if resampling_scheme is not None:
+        resampling.check_scheme(resampling_scheme)
 
 
 def check_inputs(
@@ -160,7 +161,8 @@ def run(
     devices,
     has_evidence=True,
 ):
-    """Run ``island`` on every device and merge; returns a :class:`DiffusionResult`."""
+    """Run ``island`` on the grid ``prior.schedule.timesteps(num_steps)`` on every device and
+    merge; returns a :class:`DiffusionResult`."""
     num_islands = check_inputs(prior, observation, num_particles, num_steps, devices)
     out = _run_islands(
         rng_key,
@@ -168,6 +170,7 @@ def run(
         observation,
         island=island,
         config=config,
+        times=tuple(float(t) for t in prior.schedule.timesteps(num_steps)),
         num_islands=num_islands,
         particles_per_island=int(num_particles) // num_islands,
     )

@@ -16,18 +16,17 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from ppl.smc.diffusion.base import IslandOutput, ddim_moments_from_denoised, run, scan_steps
+from ppl.smc.diffusion.base import IslandOutput, check_settings, ddim_moments_from_denoised, run, scan_steps
 
 __all__ = ["dps"]
 
 
 class _Config(NamedTuple):
-    times: tuple
     eta: float
     guidance_scale: float
 
 
-def _island(rng_key, prior, observation, config: _Config, n):
+def _island(rng_key, prior, observation, config: _Config, times: tuple, n):
     def misfit(x, t):
         denoised = prior.denoise(x, t)
         return jnp.linalg.norm(observation.y - observation.apply(denoised)), denoised
@@ -47,7 +46,7 @@ def _island(rng_key, prior, observation, config: _Config, n):
         x = mean + std[:, None] * jax.random.normal(key, x.shape) - config.guidance_scale * grad
         return x, jnp.float32(n)
 
-    x, ess = scan_steps(step, prior.sample_initial(init_key, n), loop_key, config.times)
+    x, ess = scan_steps(step, prior.sample_initial(init_key, n), loop_key, times)
     return IslandOutput(x, jnp.full(n, -jnp.log(n)), jnp.float32(0.0), ess, jnp.zeros(ess.shape, bool))
 
 
@@ -83,12 +82,10 @@ def dps(
         >>> dps(jax.random.key(0), prior, obs, num_particles=100, num_steps=10).particles.shape
         (100, 2)
     """
-    if not 0 <= eta <= 1:
-        raise ValueError(f"eta must be in [0, 1], got {eta}")
+    check_settings("dps", eta=eta, stochastic=False)
     if not guidance_scale >= 0:
         raise ValueError(f"guidance_scale must be >= 0, got {guidance_scale}")
-    times = tuple(float(t) for t in prior.schedule.timesteps(num_steps))
-    config = _Config(times, float(eta), float(guidance_scale))
+    config = _Config(float(eta), float(guidance_scale))
     return run(
         _island,
         rng_key,

@@ -30,29 +30,27 @@ import jax
 import jax.numpy as jnp
 
 from ppl.smc import resampling
-from ppl.smc.diffusion.base import IslandOutput, ddim_moments, run, scan_steps
-from ppl.smc.diffusion.mcgdiff import kalman_move, log_normal_diagonal
+from ppl.smc.diffusion.base import IslandOutput, check_settings, ddim_moments, run, scan_steps
+from ppl.smc.diffusion.mcgdiff import kalman_move, predictive_log_likelihood, row_space_observation
 from ppl.smc.diffusion.operators import Measurement
 
 __all__ = ["fps"]
 
 
 class _Config(NamedTuple):
-    times: tuple
     eta: float
     c_rate: float
     particles_per_filter: int
     scheme: str
 
 
-def _filter(rng_key, prior, observation, config: _Config):
+def _filter(rng_key, prior, observation, config: _Config, times: tuple):
     """One filter: returns ``(one draw (d,), ESS trace (K,))``."""
-    operator, m = observation.forward, config.particles_per_filter
+    m = config.particles_per_filter
+    operator, y_bar, v = row_space_observation(observation)
     s = operator.singular_values
-    y_bar = (operator.left.T @ observation.y) / s
-    v = observation.noise_std**2 / s**2
     schedule = prior.schedule
-    times = jnp.asarray(config.times)
+    grid = jnp.asarray(times)
     path_key, init_key, loop_key, pick_key = jax.random.split(rng_key, 4)
 
     # The measurement path in the SVD basis: ybar_t = alpha_t ybar + sigma_t zeta_t.
@@ -62,12 +60,12 @@ def _filter(rng_key, prior, observation, config: _Config):
 
     first_key, bridge_key = jax.random.split(path_key)
     zeta_max = jax.random.normal(first_key, s.shape)
-    _, zetas = jax.lax.scan(bridge, zeta_max, jax.random.split(bridge_key, len(config.times) - 1))
+    _, zetas = jax.lax.scan(bridge, zeta_max, jax.random.split(bridge_key, len(times) - 1))
     zetas = jnp.concatenate([zeta_max[None], zetas])
-    path = schedule.alpha(times)[:, None] * y_bar + schedule.sigma(times)[:, None] * zetas  # (K + 1, r)
+    path = schedule.alpha(grid)[:, None] * y_bar + schedule.sigma(grid)[:, None] * zetas  # (K + 1, r)
 
     # Start from p_{t_max}(x) N(y_{t_max}; A x, (alpha sigma_y)^2): exact for a Gaussian(-mixture) noise end.
-    alpha_max = schedule.alpha(times[0])
+    alpha_max = schedule.alpha(grid[0])
     start = Measurement(operator, operator.left @ (s * path[0]), alpha_max * observation.noise_std, prior.dim)
     stage = prior.noise_end.posterior(start)
     x = stage.sample(init_key, m)
@@ -83,20 +81,21 @@ def _filter(rng_key, prior, observation, config: _Config):
             log_weights = resampling.normalize(jax.vmap(observation.log_likelihood)(denoised))
             return (denoised, index + 1), (resampling.ess(log_weights), log_weights)
         target, target_var = path[index + 1], schedule.alpha(t_next) ** 2 * v
-        row_mean = jax.vmap(operator.to_row_space)(mean)
-        log_predictive = log_normal_diagonal(target, row_mean, (std**2)[:, None] + target_var)
+        log_predictive = predictive_log_likelihood(operator, mean, std, target, target_var)
         log_weights = resampling.normalize(log_predictive)
         ancestors = resampling.resample(resample_key, log_weights, config.scheme)
-        x_next, _ = kalman_move(move_key, operator, mean[ancestors], std[ancestors], target, target_var)
+        x_next = kalman_move(move_key, operator, mean[ancestors], std[ancestors], target, target_var)
         return (x_next, index + 1), (resampling.ess(log_weights), jnp.full(m, -jnp.log(m)))
 
-    (x, _), (ess, log_weights) = scan_steps(step, (x, 0), loop_key, config.times)
+    (x, _), (ess, log_weights) = scan_steps(step, (x, 0), loop_key, times)
     pick = resampling.resample(pick_key, log_weights[-1], config.scheme, 1)[0]
     return x[pick], ess
 
 
-def _island(rng_key, prior, observation, config: _Config, n):
-    draws, ess = jax.vmap(lambda key: _filter(key, prior, observation, config))(jax.random.split(rng_key, n))
+def _island(rng_key, prior, observation, config: _Config, times: tuple, n):
+    draws, ess = jax.vmap(lambda key: _filter(key, prior, observation, config, times))(
+        jax.random.split(rng_key, n)
+    )
     # Filters are independent and each returns one equally weighted draw.
     return IslandOutput(
         draws,
@@ -147,15 +146,12 @@ def fps(
         (100, 2)
     """
     observation.require_linear("fps")
-    if not 0 < eta <= 1:
-        raise ValueError(f"fps needs 0 < eta <= 1 (a stochastic kernel), got {eta}")
+    check_settings("fps", eta=eta, resampling_scheme=resampling_scheme)
     if not 0 <= c_rate < 1:
         raise ValueError(f"c_rate must be in [0, 1), got {c_rate}")
     if int(particles_per_filter) < 1:
         raise ValueError(f"particles_per_filter must be >= 1, got {particles_per_filter}")
-    resampling.SCHEMES.get(resampling_scheme) or resampling.resample(None, None, resampling_scheme)
-    times = tuple(float(t) for t in prior.schedule.timesteps(num_steps))
-    config = _Config(times, float(eta), float(c_rate), int(particles_per_filter), resampling_scheme)
+    config = _Config(float(eta), float(c_rate), int(particles_per_filter), resampling_scheme)
     return run(
         _island,
         rng_key,

@@ -28,7 +28,7 @@ import jax
 import jax.numpy as jnp
 
 from ppl.smc import resampling
-from ppl.smc.diffusion.base import IslandOutput, ddim_moments, run, scan_steps
+from ppl.smc.diffusion.base import IslandOutput, check_settings, ddim_moments, run, scan_steps
 
 __all__ = ["mcgdiff"]
 
@@ -36,38 +36,46 @@ _LOG_2PI = jnp.log(2 * jnp.pi)
 
 
 class _Config(NamedTuple):
-    times: tuple
     eta: float
     scheme: str
 
 
 def log_normal_diagonal(value, mean, variance):
+    """``log N(value; mean, diag(variance))`` summed over the last axis."""
     return -0.5 * jnp.sum((value - mean) ** 2 / variance + jnp.log(variance) + _LOG_2PI, -1)
 
 
+def row_space_observation(observation):
+    """``(operator, ybar, v)``: the observation per SVD coordinate, ``ybar_i = (U^T y)_i / S_i``
+    with noise variance ``v_i = sigma_y^2 / S_i^2``."""
+    operator = observation.forward
+    s = operator.singular_values
+    return operator, (operator.left.T @ observation.y) / s, observation.noise_std**2 / s**2
+
+
+def predictive_log_likelihood(operator, mean, std, target, target_variance):
+    """``log int N(x; mean, std^2 I) N(target; V^T x, diag(target_variance)) dx`` per particle ``(n,)``."""
+    row_mean = jax.vmap(operator.to_row_space)(mean)
+    return log_normal_diagonal(target, row_mean, (std**2)[:, None] + target_variance)
+
+
 def kalman_move(rng_key, operator, mean, std, target, target_variance):
-    """Draw from ``N(x; mean, std^2 I) * N(target; V^T x, diag(target_variance))`` (normalised)
-    and return ``(x', log int N(x; mean, std^2) N(target; V^T x, .) dx)``.
+    """Draw from ``N(x; mean, std^2 I) * N(target; V^T x, diag(target_variance))`` (normalised).
 
     Shapes: mean ``(n, d)``, std ``(n,)``, target ``(r,)`` or ``(n, r)``, target_variance ``(r,)``.
     """
     noise_key, row_key = jax.random.split(rng_key)
     row_mean = jax.vmap(operator.to_row_space)(mean)  # (n, r)
     prior_variance = (std**2)[:, None]
-    log_predictive = log_normal_diagonal(target, row_mean, prior_variance + target_variance)
     post_variance = 1.0 / (1.0 / prior_variance + 1.0 / target_variance)
     post_mean = post_variance * (row_mean / prior_variance + target / target_variance)
     x = mean + std[:, None] * jax.random.normal(noise_key, mean.shape)
     row_draw = post_mean + jnp.sqrt(post_variance) * jax.random.normal(row_key, post_mean.shape)
-    x = x + jax.vmap(operator.from_row_space)(row_draw - jax.vmap(operator.to_row_space)(x))
-    return x, log_predictive
+    return x + jax.vmap(operator.from_row_space)(row_draw - jax.vmap(operator.to_row_space)(x))
 
 
-def _island(rng_key, prior, observation, config: _Config, n):
-    operator = observation.forward
-    s = operator.singular_values
-    y_bar = (operator.left.T @ observation.y) / s
-    v = observation.noise_std**2 / s**2
+def _island(rng_key, prior, observation, config: _Config, times: tuple, n):
+    operator, y_bar, v = row_space_observation(observation)
     schedule = prior.schedule
     moments = jax.vmap(
         lambda x, t, t_next: ddim_moments(prior, x, t, t_next, config.eta), in_axes=(0, None, None)
@@ -84,7 +92,7 @@ def _island(rng_key, prior, observation, config: _Config, n):
 
     init_key, loop_key = jax.random.split(rng_key)
     x = prior.sample_initial(init_key, n)
-    t_max = jnp.float32(config.times[0])
+    t_max = jnp.float32(times[0])
     log_g = log_potential(x, t_max)
     log_weights, log_evidence = resampling.reweight(jnp.full(n, -jnp.log(n)), log_g)
 
@@ -101,13 +109,12 @@ def _island(rng_key, prior, observation, config: _Config, n):
                 jnp.array(False),
             )
         # Fully adapted: choose ancestors by the predictive weight, then move with the optimal kernel.
-        row_mean = jax.vmap(operator.to_row_space)(mean)
         target, target_var = schedule.alpha(t_next) * y_bar, potential_variance(t_next)
-        log_predictive = log_normal_diagonal(target, row_mean, (std**2)[:, None] + target_var)
+        log_predictive = predictive_log_likelihood(operator, mean, std, target, target_var)
         log_weights, log_increment = resampling.reweight(log_weights, log_predictive - log_g)
         ess = resampling.ess(log_weights)
         ancestors = resampling.resample(resample_key, log_weights, config.scheme)
-        x_next, _ = kalman_move(move_key, operator, mean[ancestors], std[ancestors], target, target_var)
+        x_next = kalman_move(move_key, operator, mean[ancestors], std[ancestors], target, target_var)
         log_weights = jnp.full(n, -jnp.log(n))
         return (x_next, log_potential(x_next, t_next), log_weights, log_evidence + log_increment), (
             ess,
@@ -115,7 +122,7 @@ def _island(rng_key, prior, observation, config: _Config, n):
         )
 
     (x, _, log_weights, log_evidence), (ess, resampled) = scan_steps(
-        step, (x, log_g, log_weights, log_evidence), loop_key, config.times
+        step, (x, log_g, log_weights, log_evidence), loop_key, times
     )
     return IslandOutput(x, log_weights, log_evidence, ess, resampled)
 
@@ -153,11 +160,8 @@ def mcgdiff(
         (100, 2)
     """
     observation.require_linear("mcgdiff")
-    if not 0 < eta <= 1:
-        raise ValueError(f"mcgdiff needs 0 < eta <= 1 (a stochastic kernel), got {eta}")
-    resampling.SCHEMES.get(resampling_scheme) or resampling.resample(None, None, resampling_scheme)
-    times = tuple(float(t) for t in prior.schedule.timesteps(num_steps))
-    config = _Config(times, float(eta), resampling_scheme)
+    check_settings("mcgdiff", eta=eta, resampling_scheme=resampling_scheme)
+    config = _Config(float(eta), resampling_scheme)
     return run(
         _island,
         rng_key,

@@ -24,6 +24,7 @@ import jax.numpy as jnp
 from ppl.smc import resampling
 from ppl.smc.diffusion.base import (
     IslandOutput,
+    check_settings,
     ddim_moments_from_denoised,
     reweight_then_maybe_resample,
     run,
@@ -34,7 +35,6 @@ __all__ = ["tds"]
 
 
 class _Config(NamedTuple):
-    times: tuple
     eta: float
     ess_threshold: float
     scheme: str
@@ -50,7 +50,7 @@ def _twist_and_denoised(prior, observation, config, x, t):
     return observation.log_likelihood_inflated(denoised, variance), denoised
 
 
-def _island(rng_key, prior, observation, config: _Config, n):
+def _island(rng_key, prior, observation, config: _Config, times: tuple, n):
     init_key, loop_key = jax.random.split(rng_key)
     twist = jax.vmap(
         jax.value_and_grad(lambda x, t: _twist_and_denoised(prior, observation, config, x, t), has_aux=True),
@@ -61,7 +61,7 @@ def _island(rng_key, prior, observation, config: _Config, n):
         in_axes=(0, 0, None, None),
     )
     x = prior.sample_initial(init_key, n)
-    (log_twist, denoised), twist_grad = twist(x, jnp.float32(config.times[0]))
+    (log_twist, denoised), twist_grad = twist(x, jnp.float32(times[0]))
     log_weights, log_evidence = resampling.reweight(jnp.full(n, -jnp.log(n)), log_twist)
 
     def step(key, carry, t, t_next, final):
@@ -87,7 +87,7 @@ def _island(rng_key, prior, observation, config: _Config, n):
         return (cache, log_weights, log_evidence + log_increment), (ess, resampled)
 
     carry = ((x, log_twist, twist_grad, denoised), log_weights, log_evidence)
-    ((x, *_), log_weights, log_evidence), (ess, resampled) = scan_steps(step, carry, loop_key, config.times)
+    ((x, *_), log_weights, log_evidence), (ess, resampled) = scan_steps(step, carry, loop_key, times)
     return IslandOutput(x, log_weights, log_evidence, ess, resampled)
 
 
@@ -126,13 +126,8 @@ def tds(
         >>> tds(jax.random.key(0), prior, obs, num_particles=100, num_steps=10).particles.shape
         (100, 2)
     """
-    if not 0 < eta <= 1:
-        raise ValueError(f"tds needs 0 < eta <= 1 (a stochastic kernel), got {eta}")
-    if not 0 <= ess_threshold <= 1:
-        raise ValueError(f"ess_threshold must be in [0, 1], got {ess_threshold}")
-    resampling.SCHEMES.get(resampling_scheme) or resampling.resample(None, None, resampling_scheme)
-    times = tuple(float(t) for t in prior.schedule.timesteps(num_steps))
-    config = _Config(times, float(eta), float(ess_threshold), resampling_scheme, twist_fn)
+    check_settings("tds", eta=eta, ess_threshold=ess_threshold, resampling_scheme=resampling_scheme)
+    config = _Config(float(eta), float(ess_threshold), resampling_scheme, twist_fn)
     return run(
         _island,
         rng_key,
