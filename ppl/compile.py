@@ -132,6 +132,25 @@ def make_logdensity(model: Callable, layout: Layout, args: tuple, kwargs: dict) 
     return logdensity
 
 
+def make_log_likelihood(model: Callable, layout: Layout, args: tuple, kwargs: dict) -> Callable:
+    """``u (dim,) ->`` the summed log-probability of the observed sites and factors
+    (``handlers.scale`` applied): the likelihood part of :func:`make_logdensity`."""
+
+    def log_likelihood(u):
+        values = constrain_fn(model, args, kwargs, unflatten(u, layout))
+        trace = handlers.trace(handlers.seed(handlers.substitute(model, values), 0)).get_trace(
+            *args, **kwargs
+        )
+        total = 0.0
+        for site in trace.values():
+            if site["type"] == "sample" and site["is_observed"]:
+                scale = 1.0 if site["scale"] is None else site["scale"]
+                total = total + jnp.sum(site["fn"].log_prob(site["value"]) * scale)
+        return total
+
+    return log_likelihood
+
+
 # ------------------------------------------------------------------ model tracing
 
 

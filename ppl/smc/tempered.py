@@ -23,8 +23,8 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import warnings
-from functools import partial
 from typing import NamedTuple
 
 import blackjax
@@ -33,11 +33,20 @@ import jax.numpy as jnp
 import numpy as np
 from blackjax.smc import adaptive_tempered
 from jax.scipy.special import logsumexp
-from jax.sharding import Mesh, PartitionSpec
-from numpyro import handlers
-from numpyro.infer.util import constrain_fn
+from numpyro.infer.util import unconstrain_fn
 
-from ppl.compile import CompiledModel, compile, is_factor, unflatten
+from ppl.compile import (
+    Layout,
+    StaticData,
+    compile,
+    flatten,
+    make_log_likelihood,
+    make_logdensity,
+    merge_data,
+    sample_sites,
+)
+from ppl.mcmc import validate_key
+from ppl.parallel import map_chains
 from ppl.smc import resampling
 
 __all__ = ["TemperedResult", "tempered"]
@@ -53,111 +62,60 @@ class _Settings(NamedTuple):
     scheme: str
 
 
-def log_likelihood_fn(compiled: CompiledModel):
-    """``u (dim,) -> sum of the observed sites' (and factors') log-probabilities``."""
-
-    def log_likelihood(u):
-        values = constrain_fn(compiled.model, compiled.args, compiled.kwargs, unflatten(u, compiled.layout))
-        seeded = handlers.seed(handlers.substitute(compiled.model, values), 0)
-        trace = handlers.trace(seeded).get_trace(*compiled.args, **compiled.kwargs)
-        total = 0.0
-        for site in trace.values():
-            if site["type"] == "sample" and (site["is_observed"] or is_factor(site)):
-                log_prob = site["fn"].log_prob(site["value"])
-                total = total + jnp.sum(log_prob * (site["scale"] if site["scale"] is not None else 1.0))
-        return total
-
-    return log_likelihood
-
-
-def _island(rng_key, compiled: CompiledModel, settings: _Settings, n: int):
-    log_likelihood = log_likelihood_fn(compiled)
-
-    def log_prior(u):
-        return compiled.logdensity(u) - log_likelihood(u)
-
-    kernel = adaptive_tempered.build_kernel(
-        log_prior,
-        log_likelihood,
-        blackjax.hmc.build_kernel(),
-        blackjax.hmc.init,
-        resampling.SCHEMES[settings.scheme],
-        settings.target_ess,
-    )
-    init_key, loop_key = jax.random.split(rng_key)
-    draws = compiled.sample_prior(init_key, n)
-    positions = jax.vmap(compiled.unconstrain)({name: draws[name] for name, _ in compiled.layout})
-    state = adaptive_tempered.init(positions)
-    step_size = settings.step_size * compiled.dim**-0.25
-
-    def not_done(carry):
-        state, _, step, _ = carry
-        return (state.tempering_param < 1.0) & (step < settings.max_steps)
-
-    def body(carry):
-        state, log_evidence, step, temperatures = carry
-        variance = jnp.var(state.particles, axis=0) + 1e-8
-        parameters = {
-            "step_size": jnp.array([step_size]),
-            "inverse_mass_matrix": variance[None],
-            "num_integration_steps": jnp.array([settings.num_integration_steps]),
-        }
-        state, info = kernel(jax.random.fold_in(loop_key, step), state, settings.num_mcmc_steps, parameters)
-        return (
-            state,
-            log_evidence + info.log_likelihood_increment,
-            step + 1,
-            temperatures.at[step].set(state.tempering_param),
-        )
-
-    temperatures = jnp.full(settings.max_steps, jnp.nan)
-    state, log_evidence, num_steps, temperatures = jax.lax.while_loop(
-        not_done, body, (state, 0.0, 0, temperatures)
-    )
-    return state.particles, jnp.log(state.weights), log_evidence, num_steps, temperatures
-
-
-@partial(jax.jit, static_argnames=("static", "settings", "num_islands"))
-def _run(rng_key, arrays, *, static, settings, num_islands):
-    compiled = _rebind(static, arrays)
+@functools.lru_cache(maxsize=32)
+def _program(model, layout: Layout, static: StaticData, settings: _Settings, num_islands: int):
+    """The jitted run of one (model, data structure, settings, devices), cached as
+    :func:`ppl.mcmc` caches its programs: new data of the same shape never re-traces."""
     n = settings.num_particles // num_islands
-    keys = jax.random.split(rng_key, num_islands)
-    if num_islands == 1:
-        return jax.tree.map(lambda leaf: leaf[None], _island(keys[0], compiled, settings, n))
-    mesh = Mesh(jax.local_devices()[:num_islands], ("island",))
-    return jax.shard_map(
-        jax.vmap(lambda key, arrays: _island(key, _rebind(static, arrays), settings, n), in_axes=(0, None)),
-        mesh=mesh,
-        in_specs=(PartitionSpec("island"), PartitionSpec()),
-        out_specs=PartitionSpec("island"),
-        check_vma=False,
-    )(keys, arrays)
+    dim = sum(int(np.prod(shape)) for _, shape in layout)
 
+    def island(rng_key, arrays):
+        args, kwargs = merge_data(arrays, static)
+        logdensity = make_logdensity(model, layout, args, kwargs)
+        log_likelihood = make_log_likelihood(model, layout, args, kwargs)
+        kernel = adaptive_tempered.build_kernel(
+            lambda u: logdensity(u) - log_likelihood(u),  # the prior, Jacobians included
+            log_likelihood,
+            blackjax.hmc.build_kernel(),
+            blackjax.hmc.init,
+            resampling.SCHEMES[settings.scheme],
+            settings.target_ess,
+        )
+        init_key, loop_key = jax.random.split(rng_key)
+        draws = sample_sites(model, args, kwargs, init_key, n)
 
-class _Static(NamedTuple):
-    """The hashable part of a compiled model: new data of the same shapes reuses the program."""
+        def unconstrain(latent):
+            return flatten(unconstrain_fn(model, args, kwargs, latent), layout)
 
-    compiled: CompiledModel
+        positions = jax.vmap(unconstrain)({name: draws[name] for name, _ in layout})
+        step_size = settings.step_size * dim**-0.25
 
-    def __hash__(self):
-        return hash((self.compiled.model, self.compiled.static_data, self.compiled.layout))
+        def not_done(carry):
+            state, _, step, _ = carry
+            return (state.tempering_param < 1.0) & (step < settings.max_steps)
 
-    def __eq__(self, other):
-        return hash(self) == hash(other)
+        def body(carry):
+            state, log_evidence, step, temperatures = carry
+            parameters = {
+                "step_size": jnp.array([step_size]),
+                "inverse_mass_matrix": (jnp.var(state.particles, axis=0) + 1e-8)[None],
+                "num_integration_steps": jnp.array([settings.num_integration_steps]),
+            }
+            state, info = kernel(
+                jax.random.fold_in(loop_key, step), state, settings.num_mcmc_steps, parameters
+            )
+            return (
+                state,
+                log_evidence + info.log_likelihood_increment,
+                step + 1,
+                temperatures.at[step].set(state.tempering_param),
+            )
 
+        initial = (adaptive_tempered.init(positions), 0.0, 0, jnp.full(settings.max_steps, jnp.nan))
+        state, log_evidence, num_steps, temperatures = jax.lax.while_loop(not_done, body, initial)
+        return state.particles, jnp.log(state.weights), log_evidence, num_steps, temperatures
 
-def _rebind(static: _Static, arrays) -> CompiledModel:
-    """The compiled model with its data arrays replaced by (traced) ``arrays``."""
-    from ppl.compile import merge_data
-
-    template = static.compiled
-    compiled = object.__new__(CompiledModel)
-    compiled.__dict__.update(template.__dict__)
-    compiled.args, compiled.kwargs = merge_data(arrays, template.static_data)
-    from ppl.compile import make_logdensity
-
-    compiled._logdensity = make_logdensity(template.model, template.layout, compiled.args, compiled.kwargs)
-    return compiled
+    return jax.jit(map_chains(island, num_islands, vectorized=True))
 
 
 class TemperedResult:
@@ -232,10 +190,8 @@ def tempered(
     """
     if not 0 < target_ess < 1:
         raise ValueError(f"target_ess must be in (0, 1), got {target_ess}")
-    if resampling_scheme not in resampling.SCHEMES:
-        raise ValueError(
-            f"unknown resampling scheme {resampling_scheme!r}; choose one of {sorted(resampling.SCHEMES)}"
-        )
+    resampling.check_scheme(resampling_scheme)
+    key = validate_key(key)
     num_islands = 1 if devices is None else int(devices)
     if not 1 <= num_islands <= jax.local_device_count():
         raise ValueError(
@@ -258,9 +214,9 @@ def tempered(
         int(max_steps),
         resampling_scheme,
     )
-    particles, log_weights, log_z, num_steps, temperatures = _run(
-        key, compiled._arrays, static=_Static(compiled), settings=settings, num_islands=num_islands
-    )
+    program = _program(model, compiled.layout, compiled.static_data, settings, num_islands)
+    keys = jax.random.split(key, num_islands)
+    particles, log_weights, log_z, num_steps, temperatures = program(keys, compiled._arrays)
     if np.any(np.asarray(num_steps) >= max_steps):
         warnings.warn(
             f"tempered SMC stopped at max_steps = {max_steps} before reaching temperature 1",

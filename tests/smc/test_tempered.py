@@ -69,3 +69,21 @@ def test_bad_arguments():
         ppl.smc.tempered(regression, X, y=Y, key=jax.random.key(0), target_ess=1.5)
     with pytest.raises(ValueError, match="observed site"):
         ppl.smc.tempered(regression, X, key=jax.random.key(0))
+
+
+def test_new_data_of_the_same_shape_does_not_retrace():
+    calls = []
+
+    def counted(X, y=None):
+        calls.append(1)
+        regression(X, y)
+
+    def run(y):
+        before = len(calls)
+        ppl.smc.tempered(counted, X, y=y, key=jax.random.key(0), num_particles=100)
+        return len(calls) - before
+
+    first = run(Y)
+    again = run(Y + 0.5)  # new data: only the host-side compile runs the model
+    assert again < first
+    assert run(Y - 0.5) == again
