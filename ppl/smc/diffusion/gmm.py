@@ -82,10 +82,13 @@ class GaussianMixture:
         """``log p(x)`` for ``x`` of shape ``(d,)``."""
         return logsumexp(self.log_weights + _isotropic_log_normal(x, self.means, self.variances))
 
+    def log_responsibilities(self, x) -> jax.Array:
+        """``log p(component k | x)``, shape ``(K,)``."""
+        return jax.nn.log_softmax(self.log_weights + _isotropic_log_normal(x, self.means, self.variances))
+
     def responsibilities(self, x) -> jax.Array:
         """``p(component k | x)``, shape ``(K,)``."""
-        logits = self.log_weights + _isotropic_log_normal(x, self.means, self.variances)
-        return jax.nn.softmax(logits)
+        return jnp.exp(self.log_responsibilities(x))
 
     def score(self, x) -> jax.Array:
         """``grad log p(x) = sum_k gamma_k(x) (m_k - x) / v_k``, shape ``(d,)``."""
@@ -102,8 +105,7 @@ class GaussianMixture:
     # ------------------------------------------------------------------ diffusion
 
     def diffusion_prior(self, schedule: Schedule) -> DiffusionPrior:
-        """A :class:`DiffusionPrior` with the exact noised score, log density and noise-end sampler."""
-
+        """A :class:`DiffusionPrior` with the exact noised score and the exact noise-end law."""
         t_max = schedule.t_max
         noise_end = self.noised(schedule.alpha(t_max), schedule.sigma(t_max))
         return DiffusionPrior(
@@ -120,10 +122,7 @@ class GaussianMixture:
 
         def log_likelihood(x, t):
             alpha, sigma = schedule.alpha(t), schedule.sigma(t)
-            noised = self.noised(alpha, sigma)
-            log_gamma = jax.nn.log_softmax(
-                noised.log_weights + _isotropic_log_normal(x, noised.means, noised.variances)
-            )
+            log_gamma = self.noised(alpha, sigma).log_responsibilities(x)
             denominator = sigma**2 + alpha**2 * self.variances  # (K,)
             means = (sigma**2 * self.means + (alpha * self.variances)[:, None] * x) / denominator[:, None]
             variances = self.variances * sigma**2 / denominator
