@@ -99,24 +99,37 @@ def test_tds_with_the_optimal_twist_keeps_ess_near_n(problem):
 
 @pytest.mark.parametrize("variant", ["sde", "ode"])
 def test_afdps_converges_on_a_two_component_mixture(variant):
+    """The weight of component 0, averaged over 8 independent runs, is within 3 standard
+    errors (across runs) of the exact posterior weight. One run is not enough: the component
+    of each lineage is decided at high noise, so a run's TV varies far more than N
+    independent draws would (sde: 0.003-0.12 over seeds at N = 4000)."""
     mixture = D.GaussianMixture(jnp.array([0.3, 0.7]), jnp.array([[-2.0, 0.0], [2.0, 0.0]]), 0.5)
     observation = D.measurement(jnp.array([[1.0, 0.5]]), jnp.array([-0.5]), 1.0)
     posterior = mixture.posterior(observation)
-    result = D.afdps(
-        jax.random.key(0),
-        mixture.diffusion_prior(SCHEDULE),
-        observation,
-        num_particles=4000,
-        num_steps=100,
-        variant=variant,
-        langevin_steps=0,
-    )
-    # Measured at 20,000 particles: TV 0.010 (sde) / 0.002 (ode); log-evidence -1.80 / -2.47 (exact -2.54).
-    assert float(posterior.component_error(result.particles, result.weights)) < 0.05
-    if (
-        variant == "ode"
-    ):  # the SDE variant's evidence carries Euler-Maruyama bias (-1.80 at 100 steps, -2.32 at 500)
-        assert abs(float(result.log_evidence) - float(posterior.log_evidence)) < 0.3
+    prior = mixture.diffusion_prior(SCHEDULE)
+    first_weights, log_evidences = [], []
+    for seed in range(8):
+        result = D.afdps(
+            jax.random.key(seed),
+            prior,
+            observation,
+            num_particles=4000,
+            num_steps=100,
+            variant=variant,
+            langevin_steps=0,
+        )
+        responsibilities = jax.vmap(lambda x: jax.nn.softmax(posterior.log_component_densities(x)))(
+            result.particles
+        )
+        first_weights.append(float(result.weights @ responsibilities[:, 0]))
+        log_evidences.append(float(result.log_evidence))
+    mean, se = np.mean(first_weights), np.std(first_weights, ddof=1) / np.sqrt(len(first_weights))
+    assert se < 0.05, first_weights  # informative: the prior weight 0.3 is 6 se away
+    assert abs(mean - float(posterior.weights[0])) < 3 * se + 1e-3, (mean, se, float(posterior.weights[0]))
+    if variant == "ode":
+        # the SDE variant's evidence carries Euler-Maruyama bias (-1.80 at 100 steps, -2.32 at 500);
+        # the ODE variant's is -2.47 against -2.54 exact (20,000 particles): 0.3 allows that bias
+        assert abs(np.mean(log_evidences) - float(posterior.log_evidence)) < 0.3
 
 
 def test_dps_without_guidance_samples_the_prior(problem):
