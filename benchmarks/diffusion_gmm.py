@@ -83,25 +83,31 @@ def main():
                     stats["seconds"].append(seconds)
             for name, stats in per_method.items():
                 sw = np.array(stats["sw"])
+                finite = np.isfinite(sw)
                 row = {
                     "d": d,
                     "d_y": d_y,
                     "steps": steps,
                     "method": name,
-                    "sw": float(sw.mean()),
-                    "sw_ci": float(1.96 * sw.std(ddof=1) / np.sqrt(len(sw))),
+                    "diverged": int(np.sum(~finite)),  # runs with non-finite particles, left out below
+                    "sw": float(np.mean(sw[finite])) if finite.any() else np.nan,
+                    "sw_ci": float(1.96 * sw[finite].std(ddof=1) / np.sqrt(finite.sum()))
+                    if finite.sum() > 1
+                    else np.nan,
                     "floor": float(np.mean(floors)),
-                    "tv": float(np.mean(stats["tv"])),
-                    "final_ess": float(np.mean(stats["final_ess"])),
-                    "min_ess": float(np.mean(stats["min_ess"])),
-                    "seconds": float(np.median(stats["seconds"])),
+                    **{
+                        field: float(np.nanmean(stats[field])) if finite.any() else np.nan
+                        for field in ("tv", "final_ess", "min_ess")
+                    },
+                    "seconds": float(np.nanmedian(stats["seconds"])) if finite.any() else np.nan,
+                    "per_instance_sw": stats["sw"],
                 }
                 rows.append(row)
                 print(
                     f"d={d:4d} d_y={d_y} steps={steps:3d} {name:10s} "
                     f"SW {row['sw']:.3f} +- {row['sw_ci']:.3f} "
                     f"(floor {row['floor']:.3f}) TV {row['tv']:.3f} ESS final {row['final_ess']:.0f} "
-                    f"min {row['min_ess']:.0f} {row['seconds']:.2f}s",
+                    f"min {row['min_ess']:.0f} {row['seconds']:.2f}s diverged {row['diverged']}/{len(sw)}",
                     flush=True,
                 )
     throughput = {}
