@@ -3,7 +3,8 @@
 A :class:`DiffusionPrior` (a score / noise / denoiser network plus its :class:`Schedule`)
 and a :class:`Measurement` go into any sampler: :func:`afdps`, :func:`tds`,
 :func:`mcgdiff`, :func:`fps` (weighted-particle SMC) or :func:`dps` (baseline). Each
-returns a :class:`DiffusionResult`. :class:`GaussianMixture` gives exact oracles.
+returns a :class:`DiffusionResult`. :class:`GaussianMixture` gives exact oracles;
+:func:`train_score` fits a prior to data by denoising score matching.
 """
 
 from ppl.smc.diffusion.afdps import afdps
@@ -17,6 +18,7 @@ from ppl.smc.diffusion.operators import LinearOperator, MaskOperator, MatrixOper
 from ppl.smc.diffusion.prior import DiffusionPrior
 from ppl.smc.diffusion.schedule import Schedule, ve, vp
 from ppl.smc.diffusion.tds import tds
+from ppl.smc.diffusion.training import NoiseMLP, ScoreFit, dsm_loss, train_score
 
 __all__ = [
     "DiffusionPrior",
@@ -27,15 +29,19 @@ __all__ = [
     "MaskOperator",
     "MatrixOperator",
     "Measurement",
+    "NoiseMLP",
     "Schedule",
+    "ScoreFit",
     "afdps",
     "dps",
+    "dsm_loss",
     "fps",
     "grid_mixture_problem",
     "mcgdiff",
     "measurement",
     "sliced_wasserstein",
     "tds",
+    "train_score",
     "ve",
     "vp",
 ]

@@ -1,0 +1,75 @@
+"""Denoising score matching recovers the exact noised score of a Gaussian mixture.
+
+The fitted noise prediction is compared with the exact ``eps*(x, t) = -sigma grad log p_t(x)``
+on draws from ``p_t``; the relative squared error is a property of the optimisation, not of
+Monte Carlo noise (measured 0.024-0.07 at t = 0.1, <= 0.002 for t >= 0.3 after 1500-3000
+steps). Small t is excluded: eps-matching is ill-conditioned as sigma -> 0 (0.3 at t = 0.02).
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from ppl.smc import diffusion as D
+
+SCHEDULE = D.vp()
+MIXTURE = D.GaussianMixture(jnp.array([0.4, 0.6]), jnp.array([[-1.5, 0.5], [1.0, -0.5]]), 0.25)
+
+
+@pytest.fixture(scope="module")
+def fit():
+    data = MIXTURE.sample(jax.random.key(0), 4000)
+    network = D.NoiseMLP(SCHEDULE, 2, hidden=64, depth=2)
+    return D.train_score(jax.random.key(1), data, SCHEDULE, network=network, num_steps=2000)
+
+
+@pytest.mark.parametrize("t", [0.1, 0.3, 0.6, 0.9])
+def test_dsm_recovers_the_exact_noised_score(fit, t):
+    alpha, sigma = SCHEDULE.alpha(t), SCHEDULE.sigma(t)
+    noised = MIXTURE.noised(alpha, sigma)
+    x = noised.sample(jax.random.key(2), 2000)
+    exact = jax.vmap(lambda xi: -sigma * noised.score(xi))(x)
+    learned = jax.vmap(lambda xi: fit.prior.noise(xi, t))(x)
+    relative = float(jnp.mean(jnp.sum((learned - exact) ** 2, -1)) / jnp.mean(jnp.sum(exact**2, -1)))
+    assert relative < (0.1 if t < 0.3 else 0.01), relative
+
+
+def test_fitted_prior_samples_the_data_law(fit):
+    """DPS with guidance 0 is the plain reverse diffusion: its draws match the data law."""
+    observation = D.measurement(jnp.ones((1, 2)), jnp.zeros(1), 1.0)
+    draws = D.dps(
+        jax.random.key(3), fit.prior, observation, num_particles=2000, num_steps=100, guidance_scale=0.0
+    ).particles
+    exact = MIXTURE.sample(jax.random.key(4), 2000)
+    floor = float(D.sliced_wasserstein(jax.random.key(5), exact, MIXTURE.sample(jax.random.key(6), 2000)))
+    assert float(D.sliced_wasserstein(jax.random.key(5), draws, exact)) <= 3 * floor
+
+
+def test_loss_decreases_and_any_optax_optimizer_and_network_work(fit):
+    assert float(jnp.mean(fit.losses[-200:])) < 0.5 * float(jnp.mean(fit.losses[:50]))
+
+    def linear(params, x, t):  # an exact eps-net for N(0, I) data at every t: eps = sigma x
+        return params * SCHEDULE.sigma(t) * x
+
+    data = jax.random.normal(jax.random.key(0), (2000, 3))
+    result = D.train_score(
+        jax.random.key(1),
+        data,
+        SCHEDULE,
+        network=linear,
+        params=jnp.array(0.0),
+        optimizer=optax.sgd(0.1),
+        num_steps=300,
+    )
+    np.testing.assert_allclose(float(result.params), 1.0, atol=0.05)
+
+
+def test_bad_data_is_refused():
+    with pytest.raises(ValueError, match=r"shape \(n, d\)"):
+        D.train_score(jax.random.key(0), jnp.zeros(5), SCHEDULE)
+    with pytest.raises(ValueError, match="non-finite"):
+        D.train_score(jax.random.key(0), jnp.full((4, 2), jnp.nan), SCHEDULE)
+    with pytest.raises(ValueError, match="init"):
+        D.train_score(jax.random.key(0), jnp.zeros((4, 2)), SCHEDULE, network=lambda p, x, t: x)
