@@ -3,14 +3,12 @@
 Runs in a subprocess with 4 host CPU devices (XLA reads the flag once, at start-up).
 """
 
-import os
-import subprocess
-import sys
 import textwrap
 
 import pytest
 
 from ppl.parallel import plan_devices
+from tests.four_devices import run_on_four_devices
 
 SCRIPT = textwrap.dedent(
     """
@@ -41,13 +39,8 @@ SCRIPT = textwrap.dedent(
 
 
 def test_draws_do_not_depend_on_device_count():
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu")
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    result = subprocess.run(
-        [sys.executable, "-c", SCRIPT], env=env, cwd=root, capture_output=True, text=True, timeout=600
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "OK (5, 100, 10) (2, 100, 10)" in result.stdout
+    stdout = run_on_four_devices(SCRIPT)
+    assert "OK (5, 100, 10) (2, 100, 10)" in stdout
 
 
 def test_plan_devices():

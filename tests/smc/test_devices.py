@@ -7,10 +7,9 @@ evidences, each island's share of the weight is its evidence's share, and the sa
 gives the same result.
 """
 
-import os
-import subprocess
-import sys
 import textwrap
+
+from tests.four_devices import run_on_four_devices
 
 SCRIPT = textwrap.dedent(
     """
@@ -62,11 +61,6 @@ SCRIPT = textwrap.dedent(
 
 
 def test_samplers_on_four_devices():
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu")
-    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    result = subprocess.run(
-        [sys.executable, "-c", SCRIPT], env=env, cwd=root, capture_output=True, text=True, timeout=600
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "tds OK" in result.stdout and "mcgdiff OK" in result.stdout and "tempered OK" in result.stdout
-    print(result.stdout)
+    stdout = run_on_four_devices(SCRIPT)
+    assert "tds OK" in stdout and "mcgdiff OK" in stdout and "tempered OK" in stdout
+    print(stdout)

@@ -1,8 +1,5 @@
 """Bad objectives and guides fail at the boundary, naming the site."""
 
-import os
-import subprocess
-import sys
 import textwrap
 
 import jax
@@ -11,6 +8,7 @@ import pytest
 
 import ppl
 from ppl import dist
+from tests.four_devices import run_on_four_devices
 from tests.vi.models import NORMAL_PARAMS, Y, normal_guide, normal_model
 
 KEY = jax.random.key(0)
@@ -113,10 +111,5 @@ DEVICES_SCRIPT = textwrap.dedent(
 
 
 def test_estimates_split_over_devices_match_one_device():
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu")
-    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    result = subprocess.run(
-        [sys.executable, "-c", DEVICES_SCRIPT], env=env, cwd=root, capture_output=True, text=True, timeout=600
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "OK" in result.stdout
+    stdout = run_on_four_devices(DEVICES_SCRIPT)
+    assert "OK" in stdout
