@@ -12,12 +12,16 @@ with weights ``int p(x' | x) g_{t'}(x') dx' / g_t(x)`` and particles move with t
 Gaussian kernel times potential combined in closed form (a Kalman update on the row
 space of ``A``). Exact as ``N -> oo``; the last step weighs by the true likelihood.
 
-Deviation from the paper: MCGdiff's potentials use the variance ``sigma_t^2 - alpha_t^2 v_i``
-(plus a floor ``kappa``), which pinches to ``kappa`` at the switch time ``tau_i`` where
-``sigma_t / alpha_t = sqrt(v_i)``. Implemented that way (``|.|`` after ``tau_i``), the
-weights degenerated as the grid was refined (minimum ESS ~20 of 20,000 particles at
-100-500 steps on a 2-D mixture, and a worse posterior than at 20 steps), so ``ppl`` uses
-the un-pinched variance above, the exact ``p(ybar_i | xi_t)`` under a flat prior.
+Deviation from the paper: MCGdiff's noisy-case potentials use the variance
+``sigma_t^2 - (alpha_t / alpha_tau)^2 sigma_tau^2 + kappa (alpha_t / alpha_tau)^2``, which
+pinches to ``kappa`` at the switch time ``tau_i`` (``sigma_tau / alpha_tau = sqrt(v_i)``, snapped
+to the grid); in the authors' code a coordinate is then *released* (no potential below
+``tau_i``: ``alpha_tau ybar_i`` is itself a draw of the noised coordinate at ``tau_i``).
+``ppl`` uses the un-pinched variance above instead: a valid choice of potentials
+(positive, the true likelihood at ``t = 0``), so the sampler stays exact as ``N -> oo``,
+with no switch times to snap. (An earlier attempt that kept the pinched potentials
+below ``tau_i`` instead of releasing the coordinate degenerated as the grid was refined;
+that was a misreading, not a property of MCGdiff.)
 """
 
 from __future__ import annotations
