@@ -7,7 +7,7 @@ from their final weights. Reported: sliced Wasserstein (100 slices) to 2000 exac
 and minimum ESS, and wall time after compile. Also the throughput of TDS at d = 800,
 N = 1000 on 1 and 4 host devices.
 
-    python benchmarks/diffusion_gmm.py [--quick]
+    python benchmarks/diffusion_gmm.py [--quick] [--cells 800:2,800:4] [--skip fps,afdps-sde]
 """
 
 import os
@@ -28,6 +28,11 @@ from ppl.smc import diffusion as D
 
 QUICK = "--quick" in sys.argv
 CELLS = [(8, 2), (80, 1), (800, 4)] if QUICK else [(d, k) for d in (8, 80, 800) for k in (1, 2, 4)]
+# --cells 800:2,800:4 and --skip fps run part of the grid (written to diffusion_gmm_part.json)
+PART = "--cells" in sys.argv or "--skip" in sys.argv
+if "--cells" in sys.argv:
+    CELLS = [tuple(map(int, c.split(":"))) for c in sys.argv[sys.argv.index("--cells") + 1].split(",")]
+SKIP = sys.argv[sys.argv.index("--skip") + 1].split(",") if "--skip" in sys.argv else []
 INSTANCES = 3 if QUICK else 20
 STEPS = (20, 100)
 N = 2000
@@ -39,6 +44,7 @@ METHODS = {
     "fps": D.fps,
     "dps": D.dps,
 }
+METHODS = {name: method for name, method in METHODS.items() if name not in SKIP}
 
 
 def timed(fn):
@@ -125,7 +131,8 @@ def main():
         throughput[devices] = 1000 * 100 / seconds
         rate = throughput[devices]
         print(f"TDS d=800 N=1000 100 steps on {devices} host device(s): {rate:.0f} particle-steps/s")
-    out = Path(__file__).parent / "results" / ("diffusion_gmm_quick.json" if QUICK else "diffusion_gmm.json")
+    name = "diffusion_gmm_quick" if QUICK else "diffusion_gmm_part" if PART else "diffusion_gmm"
+    out = Path(__file__).parent / "results" / f"{name}.json"
     out.write_text(json.dumps({"rows": rows, "throughput_particle_steps_per_s": throughput}, indent=1))
 
 
