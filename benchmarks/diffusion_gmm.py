@@ -131,7 +131,7 @@ def main():
         throughput[devices] = 1000 * 100 / seconds
         rate = throughput[devices]
         print(f"TDS d=800 N=1000 100 steps on {devices} host device(s): {rate:.0f} particle-steps/s")
-    name = "diffusion_gmm_quick" if QUICK else "diffusion_gmm_part" if PART else "diffusion_gmm"
+    name = "diffusion_gmm_part" if PART else "diffusion_gmm_quick" if QUICK else "diffusion_gmm"
     out = Path(__file__).parent / "results" / f"{name}.json"
     out.write_text(json.dumps({"rows": rows, "throughput_particle_steps_per_s": throughput}, indent=1))
 
