@@ -154,6 +154,8 @@ def _fit(rng_key, params, data, *, network, optimizer, schedule, time_sampler, n
         updates, opt_state = optimizer.update(grads, opt_state, params)
         return (optax.apply_updates(params, updates), opt_state), loss
 
+    # the default is built here, from static arguments, so repeated calls reuse the compiled loop
+    optimizer = optimizer or optax.adam(optax.cosine_decay_schedule(1e-3, num_steps))
     (params, _), losses = jax.lax.scan(
         step, (params, optimizer.init(params)), jax.random.split(rng_key, num_steps)
     )
@@ -206,7 +208,6 @@ def train_score(
         if not hasattr(network, "init"):
             raise ValueError("pass params= for a network without an init(key) method")
         params = network.init(init_key)
-    optimizer = optimizer or optax.adam(optax.cosine_decay_schedule(1e-3, int(num_steps)))
     params, losses = _fit(
         fit_key,
         params,
