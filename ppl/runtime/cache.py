@@ -1,0 +1,148 @@
+"""The caching rule, and JAX's persistent compilation cache.
+
+The rule every driver follows:
+
+1. A driver's programs are module-level functions under ``jax.jit``. Static
+   configuration (settings ``NamedTuple``s of numbers and strings, frozen dataclasses,
+   a :class:`~ppl.runtime.devices.DevicePlan`, the model function) is passed as static
+   arguments, hashed *by value*; data and parameters (including a
+   :class:`~ppl.CompiledModel`, a pytree whose leaves are the data) are ordinary
+   arguments. New data of the same shape, or a second identical call, reuses the
+   compiled program. No `ppl` module keeps a cache of its own: JAX's bounded jit cache
+   is the only one, so nothing in `ppl` pins user objects.
+2. Configuration that is a closure, such as an Optax ``GradientTransformation``, is
+   compared by what it computes: :func:`by_value` keys it by the jaxprs of its
+   functions (with their constants), so ``optax.adam(1e-3)`` built twice is the same
+   static argument and does not recompile.
+3. :func:`enable_persistent_cache` (called on ``import ppl``) turns on JAX's persistent
+   compilation cache in a user cache directory, so a new Python process reuses the
+   XLA executables of earlier ones. Opt out with ``PPL_COMPILATION_CACHE=0``; choose the
+   directory with ``PPL_COMPILATION_CACHE_DIR``; a directory already configured in JAX
+   (``jax_compilation_cache_dir``) is left as it is.
+
+Example:
+    >>> import jax.numpy as jnp, optax
+    >>> from ppl.runtime.cache import by_value
+    >>> params = {"w": jnp.zeros(3)}
+    >>> by_value(optax.adam(1e-3), params) == by_value(optax.adam(1e-3), params)
+    True
+    >>> by_value(optax.adam(1e-3), params) == by_value(optax.adam(2e-3), params)
+    False
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import warnings
+from typing import Any
+
+import jax
+import numpy as np
+
+__all__ = [
+    "DISABLE_VARIABLE",
+    "DIRECTORY_VARIABLE",
+    "ByValue",
+    "by_value",
+    "default_cache_directory",
+    "enable_persistent_cache",
+]
+
+#: Set to ``0`` (or ``false``/``off``/``no``) to leave the persistent cache off.
+DISABLE_VARIABLE = "PPL_COMPILATION_CACHE"
+#: The persistent cache's directory (default :func:`default_cache_directory`).
+DIRECTORY_VARIABLE = "PPL_COMPILATION_CACHE_DIR"
+_OFF = {"0", "false", "off", "no"}
+
+
+class ByValue:
+    """A static argument compared by a fingerprint of its value instead of its identity.
+
+    ``value`` is what the program uses; ``fingerprint`` (a string) is what ``==`` and
+    ``hash`` see. Two wrappers with the same fingerprint are interchangeable.
+    """
+
+    __slots__ = ("fingerprint", "value")
+
+    def __init__(self, value: Any, fingerprint: str):
+        self.value, self.fingerprint = value, fingerprint
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, ByValue) and other.fingerprint == self.fingerprint
+
+    def __hash__(self) -> int:
+        return hash(self.fingerprint)
+
+    def __repr__(self) -> str:
+        return f"ByValue({self.value!r}, {self.fingerprint[:12]})"
+
+
+def _digest_jaxpr(digest, closed) -> None:
+    digest.update(str(closed.jaxpr).encode())
+    for const in closed.consts:
+        value = np.asarray(const)
+        digest.update(f"{value.dtype}{value.shape}".encode())
+        digest.update(value.tobytes())
+
+
+def by_value(transformation, params) -> ByValue:
+    """Key an Optax-style ``(init, update)`` transformation by what it computes.
+
+    The fingerprint is a hash of the jaxprs of ``init(params)`` and
+    ``update(updates, state, params)`` at the shapes of ``params``, constants included:
+    equal for two transformations built the same way (``optax.adam(1e-3)`` twice),
+    different when a hyperparameter, a schedule or the chain differs.
+    """
+    init_jaxpr = jax.make_jaxpr(transformation.init)(params)
+    state = jax.eval_shape(transformation.init, params)
+    update_jaxpr = jax.make_jaxpr(transformation.update)(params, state, params)
+    digest = hashlib.sha256()
+    for closed in (init_jaxpr, update_jaxpr):
+        _digest_jaxpr(digest, closed)
+    return ByValue(transformation, digest.hexdigest())
+
+
+def default_cache_directory() -> str:
+    """``$XDG_CACHE_HOME/ppl/jax`` (``~/.cache/ppl/jax`` when unset)."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "ppl", "jax")
+
+
+def enable_persistent_cache(
+    directory: str | None = None,
+    *,
+    max_size_bytes: int = 2 * 2**30,
+    min_compile_seconds: float = 0.5,
+) -> str | None:
+    """Turn on JAX's persistent compilation cache; return its directory (``None`` if off).
+
+    Args:
+        directory: default ``$PPL_COMPILATION_CACHE_DIR``, else :func:`default_cache_directory`.
+        max_size_bytes: the cache evicts least-recently-used executables beyond this
+            size (file locking via ``filelock`` keeps concurrent processes safe).
+        min_compile_seconds: only programs that took at least this long to compile are
+            written (small ones are cheaper to recompile than to read back).
+
+    Does nothing when ``PPL_COMPILATION_CACHE`` is ``0``/``false``/``off``, and keeps a
+    directory already set in JAX's own configuration.
+    """
+    if os.environ.get(DISABLE_VARIABLE, "").strip().lower() in _OFF:
+        return None
+    if jax.config.jax_compilation_cache_dir:
+        return jax.config.jax_compilation_cache_dir
+    directory = directory or os.environ.get(DIRECTORY_VARIABLE) or default_cache_directory()
+    try:
+        os.makedirs(directory, exist_ok=True)
+    except OSError as err:
+        warnings.warn(
+            f"ppl: no persistent compilation cache ({directory} cannot be created: {err}); "
+            f"set {DIRECTORY_VARIABLE} to a writable directory or {DISABLE_VARIABLE}=0",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+        return None
+    jax.config.update("jax_compilation_cache_dir", directory)
+    jax.config.update("jax_compilation_cache_max_size", int(max_size_bytes))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", float(min_compile_seconds))
+    return directory
