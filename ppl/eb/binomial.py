@@ -32,9 +32,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.scipy.special import betaln, gammaln
+from numpyro import distributions as dist
 
-import ppl
-from ppl import dist
+from ppl.model.dsl import plate, sample
 
 __all__ = [
     "NPMLEResult",
@@ -592,8 +592,8 @@ def hierarchical_model(trials, successes=None):
     ``unit``) ``p ~ Beta(mean * concentration, (1 - mean) * concentration)``,
     ``X ~ Binomial(n, p)``.
     """
-    mean = ppl.sample("mean", dist.Beta(1.0, 1.0))
-    concentration = ppl.sample("concentration", dist.LogNormal(jnp.log(10.0), 2.0))
-    with ppl.plate("unit", len(trials)):
-        p = ppl.sample("p", dist.Beta(mean * concentration, (1 - mean) * concentration))
-        ppl.sample("successes", dist.Binomial(trials, p), obs=successes)
+    mean = sample("mean", dist.Beta(1.0, 1.0))
+    concentration = sample("concentration", dist.LogNormal(jnp.log(10.0), 2.0))
+    with plate("unit", len(trials)):
+        p = sample("p", dist.Beta(mean * concentration, (1 - mean) * concentration))
+        sample("successes", dist.Binomial(trials, p), obs=successes)

@@ -28,10 +28,16 @@ from ppl.errors import ModelError
 
 __all__ = [
     "CompiledModel",
+    "ModelStructure",
+    "SiteInfo",
     "compile",
+    "find_initial_position",
     "flatten",
+    "make_log_likelihood",
     "make_logdensity",
+    "make_pointwise_log_likelihood",
     "merge_data",
+    "sample_sites",
     "split_data",
     "unflatten",
 ]
@@ -132,23 +138,40 @@ def make_logdensity(model: Callable, layout: Layout, args: tuple, kwargs: dict) 
     return logdensity
 
 
+def _observed_trace(model: Callable, layout: Layout, args: tuple, kwargs: dict, u: jax.Array) -> dict:
+    """The model's trace with the latent sites at ``u`` (constrained): observed sites scored."""
+    values = constrain_fn(model, args, kwargs, unflatten(u, layout))
+    return handlers.trace(handlers.seed(handlers.substitute(model, values), 0)).get_trace(*args, **kwargs)
+
+
 def make_log_likelihood(model: Callable, layout: Layout, args: tuple, kwargs: dict) -> Callable:
     """``u (dim,) ->`` the summed log-probability of the observed sites and factors
     (``handlers.scale`` applied): the likelihood part of :func:`make_logdensity`."""
 
     def log_likelihood(u):
-        values = constrain_fn(model, args, kwargs, unflatten(u, layout))
-        trace = handlers.trace(handlers.seed(handlers.substitute(model, values), 0)).get_trace(
-            *args, **kwargs
-        )
         total = 0.0
-        for site in trace.values():
+        for site in _observed_trace(model, layout, args, kwargs, u).values():
             if site["type"] == "sample" and site["is_observed"]:
                 scale = 1.0 if site["scale"] is None else site["scale"]
                 total = total + jnp.sum(site["fn"].log_prob(site["value"]) * scale)
         return total
 
     return log_likelihood
+
+
+def make_pointwise_log_likelihood(model: Callable, layout: Layout, args: tuple, kwargs: dict) -> Callable:
+    """``u (dim,) -> {observed site: log p(value | latents)}``, one entry per element of the
+    site's batch shape (event dimensions summed, no ``scale``; factors left out): what
+    ArviZ's ``log_likelihood`` group holds, for ``loo`` and ``compare``."""
+
+    def pointwise(u):
+        return {
+            name: site["fn"].log_prob(site["value"])
+            for name, site in _observed_trace(model, layout, args, kwargs, u).items()
+            if site["type"] == "sample" and site["is_observed"] and not is_factor(site)
+        }
+
+    return pointwise
 
 
 # ------------------------------------------------------------------ model tracing
@@ -284,16 +307,78 @@ def _input_names(model: Callable, args: tuple, kwargs: dict) -> dict[str, Any]:
     return {k: v for k, v in bound.items() if _is_array(v)}
 
 
+class ModelStructure(NamedTuple):
+    """The hashable half of a :class:`CompiledModel`: what a compiled program is specialised to.
+
+    Two compiled models with equal structures (same model function, same non-array
+    arguments, same site shapes) run the same jitted programs: data are leaves.
+    """
+
+    model: Callable
+    static_data: StaticData
+    layout: Layout
+    discrete_sites: tuple[tuple[str, str, tuple[int, ...]], ...]  # (name, distribution, shape)
+
+
+class SiteInfo(NamedTuple):
+    """Host-side metadata of a model's sites, read from one traced run."""
+
+    trace: dict
+    latent_sites: list
+    discrete_sites: list
+    observed_sites: list
+    deterministic_sites: list
+    dims: dict[str, tuple[str, ...]]
+    log_likelihood_dims: dict[str, tuple[str, ...]]
+    coords: dict[str, np.ndarray]
+
+
+def _site_info(trace: dict) -> SiteInfo:
+    def event_ndim(site):
+        return len(site["fn"].event_shape)
+
+    latent = [s for s in trace.values() if s["type"] == "sample" and not s["is_observed"]]
+    observed = [s for s in trace.values() if s["type"] == "sample" and s["is_observed"] and not is_factor(s)]
+    continuous = [s for s in latent if not s["fn"].support.is_discrete]
+    deterministic = [s for s in trace.values() if s["type"] == "deterministic"]
+    dims = {s["name"]: site_dims(s, event_ndim(s)) for s in continuous + observed}
+    dims |= {s["name"]: site_dims(s, 0) for s in deterministic}
+    loglik_dims = {s["name"]: dims[s["name"]][: len(dims[s["name"]]) - event_ndim(s)] for s in observed}
+    coords = {
+        frame.name: np.arange(frame.size) for s in trace.values() for frame in s.get("cond_indep_stack", [])
+    }
+    return SiteInfo(
+        trace=trace,
+        latent_sites=continuous,
+        discrete_sites=[s for s in latent if s["fn"].support.is_discrete],
+        observed_sites=observed,
+        deterministic_sites=deterministic,
+        dims=dims,
+        log_likelihood_dims=loglik_dims,
+        coords=coords,
+    )
+
+
+@jax.tree_util.register_pytree_node_class
 class CompiledModel:
     """A model bound to its data, as pure JAX functions over a flat vector.
+
+    A JAX pytree: the data arrays are its leaves and a :class:`ModelStructure` (model
+    function, non-array arguments, flat layout) its static part, so a jitted program
+    that takes a ``CompiledModel`` runs new data of the same shape without re-tracing.
+    Site metadata (``trace``, ``dims``, ``observed_sites``, ...) lives on the host only:
+    it is not available on a model rebuilt inside a JAX transformation.
 
     Attributes:
         model: the model function.
         args, kwargs: the data it was compiled with.
+        arrays: the array leaves of ``(args, kwargs)``.
         layout: ``((site_name, unconstrained_shape), ...)`` in model order.
         dim: length of the flat unconstrained vector ``u``.
         trace: NumPyro's trace of one prior run (site metadata).
         dims: ArviZ dimension names of every latent, deterministic and observed site.
+        log_likelihood_dims: dimension names of each observed site's pointwise
+            log-likelihood (its batch dimensions).
         coords: coordinate values for plate dimensions (``arange(size)``).
 
     Example:
@@ -310,35 +395,61 @@ class CompiledModel:
         True
     """
 
-    def __init__(self, model: Callable, args: tuple, kwargs: dict, trace: dict):
-        self._arrays, self.static_data = split_data(args, kwargs)
-        self.args, self.kwargs = merge_data(self._arrays, self.static_data)
-        self.model, self.trace = model, trace
-        latent = [s for s in trace.values() if s["type"] == "sample" and not s["is_observed"]]
-        self.latent_sites = [s for s in latent if not s["fn"].support.is_discrete]
-        self.discrete_sites = [s for s in latent if s["fn"].support.is_discrete]
-        self.observed_sites = [
-            s for s in trace.values() if s["type"] == "sample" and s["is_observed"] and not is_factor(s)
-        ]
-        self.deterministic_sites = [s for s in trace.values() if s["type"] == "deterministic"]
-        self.layout: Layout = tuple((s["name"], _unconstrained_shape(s)) for s in self.latent_sites)
-        self.dim = sum(math.prod(shape) for _, shape in self.layout)
-        self.dims = {s["name"]: site_dims(s, len(s["fn"].event_shape)) for s in self.latent_sites}
-        self.dims |= {s["name"]: site_dims(s, len(s["fn"].event_shape)) for s in self.observed_sites}
-        self.dims |= {s["name"]: site_dims(s, 0) for s in self.deterministic_sites}
-        self.coords = {
-            frame.name: np.arange(frame.size)
-            for s in trace.values()
-            for frame in s.get("cond_indep_stack", [])
-        }
-        self._logdensity = make_logdensity(model, self.layout, self.args, self.kwargs)
+    def __init__(self, structure: ModelStructure, arrays, sites: SiteInfo | None = None):
+        self.structure, self.arrays, self._sites = structure, tuple(arrays), sites
 
-    def logdensity(self, u: jax.Array) -> jax.Array:
-        """Log joint density of ``u`` (shape ``(dim,)``), Jacobians included; a scalar."""
-        self.require_continuous("a log density over a flat continuous vector")
-        return self._logdensity(u)
+    # -- pytree: data are leaves; the structure is static; site metadata stays on the host
+    def tree_flatten(self):
+        return self.arrays, self.structure
 
-    # -- data views
+    @classmethod
+    def tree_unflatten(cls, structure, arrays):
+        return cls(structure, arrays)
+
+    # -- structure
+    @property
+    def model(self) -> Callable:
+        return self.structure.model
+
+    @property
+    def static_data(self) -> StaticData:
+        return self.structure.static_data
+
+    @property
+    def layout(self) -> Layout:
+        return self.structure.layout
+
+    @property
+    def dim(self) -> int:
+        return sum(math.prod(shape) for _, shape in self.layout)
+
+    @property
+    def args(self) -> tuple:
+        return merge_data(list(self.arrays), self.static_data)[0]
+
+    @property
+    def kwargs(self) -> dict:
+        return merge_data(list(self.arrays), self.static_data)[1]
+
+    # -- host metadata
+    @property
+    def sites(self) -> SiteInfo:
+        if self._sites is None:
+            raise RuntimeError(
+                "site metadata (trace, dims, observed sites) exists only on the host; this "
+                "CompiledModel was rebuilt inside a JAX transformation"
+            )
+        return self._sites
+
+    trace = property(lambda self: self.sites.trace)
+    latent_sites = property(lambda self: self.sites.latent_sites)
+    discrete_sites = property(lambda self: self.sites.discrete_sites)
+    observed_sites = property(lambda self: self.sites.observed_sites)
+    deterministic_sites = property(lambda self: self.sites.deterministic_sites)
+    dims = property(lambda self: self.sites.dims)
+    log_likelihood_dims = property(lambda self: self.sites.log_likelihood_dims)
+    coords = property(lambda self: self.sites.coords)
+
     @property
     def observed_data(self) -> dict[str, np.ndarray]:
         """Values of the observed sites, by site name."""
@@ -357,15 +468,27 @@ class CompiledModel:
 
     def require_continuous(self, algorithm: str) -> None:
         """Raise :class:`ModelError` if a latent site is discrete."""
-        for site in self.discrete_sites:
+        for name, distribution, shape in self.structure.discrete_sites:
             raise ModelError(
-                f"latent site '{site['name']}' is discrete ({type(site['fn']).__name__}, "
-                f"shape {jnp.shape(site['value'])}); {algorithm} needs continuous latent "
-                "sites. Marginalise it out, observe it, or use an inference method with "
-                "enumeration"
+                f"latent site '{name}' is discrete ({distribution}, shape {shape}); {algorithm} needs "
+                "continuous latent sites. Marginalise it out, observe it, or use an inference method "
+                "with enumeration"
             )
 
-    # -- transforms
+    # -- pure functions of u (jit-able, vmap-able)
+    def logdensity(self, u: jax.Array) -> jax.Array:
+        """Log joint density of ``u`` (shape ``(dim,)``), Jacobians included; a scalar."""
+        self.require_continuous("a log density over a flat continuous vector")
+        return make_logdensity(self.model, self.layout, self.args, self.kwargs)(u)
+
+    def log_likelihood(self, u: jax.Array) -> jax.Array:
+        """Summed log-probability of the observed sites and factors at ``u``; a scalar."""
+        return make_log_likelihood(self.model, self.layout, self.args, self.kwargs)(u)
+
+    def pointwise_log_likelihood(self, u: jax.Array) -> dict[str, jax.Array]:
+        """Observed site -> log-likelihood per element of its batch shape at ``u``."""
+        return make_pointwise_log_likelihood(self.model, self.layout, self.args, self.kwargs)(u)
+
     def constrain(self, u: jax.Array) -> dict[str, jax.Array]:
         """Constrained values of every latent and deterministic site at ``u`` (shape ``(dim,)``)."""
         params = unflatten(u, self.layout)
@@ -379,7 +502,14 @@ class CompiledModel:
         latent = {name: values[name] for name, _ in self.layout}
         return flatten(unconstrain_fn(self.model, self.args, self.kwargs, latent), self.layout)
 
-    # -- initialisation
+    def initial_position(
+        self, rng_key: jax.Array, radius: float = 2.0, num_attempts: int = 100
+    ) -> tuple[jax.Array, jax.Array]:
+        """``(u, ok)``: the first of ``num_attempts`` uniform draws in ``(-radius, radius)^dim``
+        with a finite log density and gradient; pure (jit/vmap-able), ``ok`` False if none."""
+        return find_initial_position(rng_key, self.logdensity, self.dim, radius, num_attempts)
+
+    # -- host helpers
     def init(self, key: jax.Array, radius: float = 2.0, num_attempts: int = 100) -> jax.Array:
         """A valid starting point: uniform in ``(-radius, radius)`` in unconstrained space.
 
@@ -387,7 +517,7 @@ class CompiledModel:
         ``init_to_uniform``); raises :class:`ModelError` naming the non-finite site(s)
         if all ``num_attempts`` fail.
         """
-        u, ok = find_initial_position(key, self.logdensity, self.dim, radius, num_attempts)
+        u, ok = self.initial_position(key, radius, num_attempts)
         if not bool(ok):
             raise ModelError(self.describe_nonfinite(u, num_attempts))
         return u
@@ -415,7 +545,6 @@ class CompiledModel:
             f"(uniform in unconstrained space); at the last attempt the culprit is: {where}"
         )
 
-    # -- prior draws
     def sample_prior(self, key: jax.Array, num_samples: int) -> dict[str, jax.Array]:
         """Draw ``num_samples`` times from the prior (observed sites included).
 
@@ -489,10 +618,20 @@ def compile(model: Callable, *args, **kwargs) -> CompiledModel:  # noqa: A001 (t
         >>> ppl.compile(model).dim   # a 3-simplex has 2 free coordinates
         2
     """
-    args, kwargs = merge_data(*split_data(args, kwargs))
+    arrays, static = split_data(args, kwargs)
+    args, kwargs = merge_data(arrays, static)
     trace = trace_model(model, args, kwargs)
     for site in trace.values():
         if site["type"] == "sample" and site["is_observed"] and not is_factor(site):
             _check_observed(site)
             _check_support(model, args, kwargs, site)
-    return CompiledModel(model, args, kwargs, trace)
+    sites = _site_info(trace)
+    structure = ModelStructure(
+        model=model,
+        static_data=static,
+        layout=tuple((s["name"], _unconstrained_shape(s)) for s in sites.latent_sites),
+        discrete_sites=tuple(
+            (s["name"], type(s["fn"]).__name__, tuple(jnp.shape(s["value"]))) for s in sites.discrete_sites
+        ),
+    )
+    return CompiledModel(structure, arrays, sites)

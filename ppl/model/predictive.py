@@ -7,15 +7,15 @@ from collections.abc import Callable
 import jax
 import numpy as np
 
-from ppl.compile import sample_sites
-from ppl.mcmc import Posterior, validate_key
+from ppl.model.compile import sample_sites
+from ppl.runtime.keys import validate_key
 
 __all__ = ["predictive"]
 
 
 def predictive(
     model: Callable,
-    posterior: Posterior | None,
+    posterior,
     *args,
     key: jax.Array,
     num_samples: int = 500,
@@ -25,9 +25,9 @@ def predictive(
 
     With ``posterior=None`` this is the prior predictive: ``num_samples`` runs of the
     model, every site sampled; the result has shape ``(num_samples, *site_shape)``.
-    With a :class:`~ppl.Posterior` each posterior draw is substituted for the latent
-    sites and the observed sites are re-sampled; the result holds the observed sites
-    with shape ``(chains, draws, *site_shape)``. ``args``/``kwargs`` are the model's
+    With a :class:`~ppl.Posterior` (draws of a compiled model) each posterior draw is
+    substituted for the latent sites and the observed sites are re-sampled; the result
+    holds the observed sites with shape ``(chains, draws, *site_shape)``. ``args``/``kwargs`` are the model's
     data (pass new inputs here for out-of-sample predictions).
 
     Pass the results to ``posterior.to_arviz(prior=..., posterior_predictive=...)``.
@@ -37,6 +37,11 @@ def predictive(
         >>> ppc = ppl.predictive(model, post, sigma, key=jax.random.key(2))     # doctest: +SKIP
     """
     key = validate_key(key)
+    if posterior is not None and not hasattr(posterior, "compiled"):
+        raise TypeError(
+            "predictive: posterior must be None (prior predictive) or a ppl.Posterior, "
+            f"got {type(posterior).__name__}"
+        )
     if posterior is None:
         return jax.device_get(sample_sites(model, args, kwargs, key, num_samples))
     # Sites observed in the fitted model are re-sampled even if the new call leaves
