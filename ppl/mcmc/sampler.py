@@ -1,14 +1,15 @@
-"""NUTS and HMC on a compiled model: BlackJAX kernels, Stan's window adaptation, all devices.
+"""NUTS and HMC on a compiled model: the thin driver around :mod:`ppl.mcmc.kernel`.
 
-The kernels and the adaptation are BlackJAX's (``blackjax.nuts.build_kernel``,
-``blackjax.hmc.build_kernel``, ``window_adaptation.base`` and its schedule). This
-module is the thin driver: it lays chains over devices, runs warmup and sampling as
-jitted ``lax.scan`` chunks, keeps every sampler statistic, and returns a
+The driver compiles the model, plans chains over devices (:mod:`ppl.runtime.devices`),
+runs warmup and sampling through the runtime's chunked loop (:mod:`ppl.runtime.loop`)
+with the kernel mapped over chains, keeps every sampler statistic, and returns a
 :class:`Posterior`.
 
-Reproducibility: chain ``i`` uses ``fold_in(key, i)`` and step ``t`` of a phase uses
-``fold_in(phase_key, t)``, so a chain's draws depend only on ``key`` and ``i`` — not
-on the number of chains, devices, or progress-bar chunks.
+Reproducibility: chain ``i`` uses ``fold_in(key, i)`` and step ``t`` of a chain uses
+``fold_in(chain_key, t)``, so a chain's draws depend only on ``key`` and ``i``, not on
+the number of chains or progress-bar chunks. With ``chain_method="sequential"`` they
+are also bit-identical on any number of devices or processes; with ``"vectorized"``
+(the default, fastest) they are equal in distribution and agree to float rounding.
 """
 
 from __future__ import annotations
@@ -18,54 +19,25 @@ import functools
 import time
 import warnings
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any
 
-import blackjax
 import jax
-import jax.numpy as jnp
 import numpy as np
-from blackjax.adaptation.window_adaptation import base as window_adaptation_base
-from blackjax.adaptation.window_adaptation import build_schedule
-from numpyro import handlers
-from numpyro.infer.util import constrain_fn
 
-from ppl.compile import (
-    CompiledModel,
-    Layout,
-    StaticData,
-    compile,
-    find_initial_position,
-    is_factor,
-    make_logdensity,
-    merge_data,
-    unflatten,
-)
 from ppl.errors import ModelError
-from ppl.parallel import map_chains, plan_devices
-from ppl.progress import ProgressBar, chunk_sizes, progress_enabled
+from ppl.mcmc import kernel
+from ppl.model.compile import CompiledModel, compile
+from ppl.runtime.devices import METHODS, DevicePlan, map_replicas, plan_devices, to_host
+from ppl.runtime.keys import replica_keys, validate_key
+from ppl.runtime.loop import scan_in_chunks
+from ppl.runtime.results import Draws
 
-__all__ = ["Posterior", "SamplerSettings", "hmc", "nuts", "validate_key"]
-
-SAMPLE_STATS = ("lp", "diverging", "energy", "acceptance_rate", "step_size", "n_steps", "tree_depth")
-
-
-class SamplerSettings(NamedTuple):
-    """Static sampler configuration (part of the compiled program's cache key)."""
-
-    algorithm: str = "nuts"  # "nuts" or "hmc"
-    target_accept: float = 0.8
-    max_tree_depth: int = 10
-    num_integration_steps: int = 16
-    dense_mass: bool = False
-    initial_step_size: float = 1.0
-    init_radius: float = 2.0
-    init_attempts: int = 100
-    vectorized: bool = False  # vmap chains within a device instead of lax.map
+__all__ = ["Posterior", "hmc", "nuts"]
 
 
-@dataclasses.dataclass(frozen=True)
-class Posterior:
-    """Draws from an MCMC run, grouped by chain.
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Posterior(Draws):
+    """Draws from an MCMC run, grouped by chain (a :class:`~ppl.runtime.results.Draws`).
 
     Attributes:
         samples: site name -> constrained draws ``(chains, draws, *site_shape)``;
@@ -77,66 +49,20 @@ class Posterior:
         step_size: adapted step size per chain ``(chains,)``.
         inverse_mass_matrix: adapted per chain, ``(chains, dim)`` or ``(chains, dim, dim)``.
         warmup_divergences: divergent warmup transitions per chain ``(chains,)``.
-        timing: wall seconds per phase (``init``, ``warmup``, ``sampling``), compile included.
+        timing: wall seconds per phase (``init``, ``warmup``, ``sampling``,
+            ``postprocess``), compile included.
         compiled: the :class:`~ppl.CompiledModel` (model, data, dims, coords).
+
+    ``posterior.to_arviz(prior=..., posterior_predictive=..., coords=..., dims=...)``
+    gives ArviZ data (see :meth:`~ppl.runtime.results.Draws.to_arviz`).
     """
 
-    samples: dict[str, np.ndarray]
-    sample_stats: dict[str, np.ndarray]
-    log_likelihood: dict[str, np.ndarray]
     unconstrained: np.ndarray
     step_size: np.ndarray
     inverse_mass_matrix: np.ndarray
     warmup_divergences: np.ndarray
     timing: dict[str, float]
     compiled: CompiledModel
-
-    @property
-    def num_chains(self) -> int:
-        return self.unconstrained.shape[0]
-
-    @property
-    def num_draws(self) -> int:
-        return self.unconstrained.shape[1]
-
-    def to_arviz(
-        self,
-        *,
-        prior: dict | None = None,
-        posterior_predictive: dict | None = None,
-        coords: dict | None = None,
-        dims: dict | None = None,
-    ):
-        """Convert to ArviZ (``InferenceData`` on arviz 0.x, ``DataTree`` on 1.x).
-
-        Args:
-            prior: output of ``ppl.predictive(model, None, ...)``; fills ``prior`` and
-                ``prior_predictive``.
-            posterior_predictive: output of ``ppl.predictive(model, posterior, ...)``.
-            coords: extra or overriding coordinates, e.g. ``{"school": names}``.
-            dims: extra or overriding dims per variable.
-        """
-        from ppl.arviz import to_inference_data
-
-        return to_inference_data(
-            self, prior=prior, posterior_predictive=posterior_predictive, coords=coords, dims=dims
-        )
-
-
-# ------------------------------------------------------------------ keys, checks
-
-
-def validate_key(key) -> jax.Array:
-    """Accept a ``jax.random.key`` (typed) or ``jax.random.PRNGKey`` (raw uint32[2])."""
-    if key is None or isinstance(key, int | np.integer):
-        raise TypeError(
-            "key must be a JAX PRNG key, e.g. key=jax.random.key(0); got "
-            f"{type(key).__name__}. Every random function in ppl takes an explicit key."
-        )
-    key = jnp.asarray(key) if not isinstance(key, jax.Array) else key
-    if not jnp.issubdtype(key.dtype, jax.dtypes.prng_key) and key.shape != (2,):
-        raise TypeError(f"key must be a single PRNG key, got an array of shape {key.shape}")
-    return key
 
 
 def _check_counts(chains: int, warmup: int, draws: int) -> None:
@@ -145,142 +71,57 @@ def _check_counts(chains: int, warmup: int, draws: int) -> None:
             raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
 
 
+def _check_settings(settings: kernel.Settings) -> None:
+    if settings.chain_method not in METHODS:
+        raise ValueError(f"chain_method must be one of {METHODS}, got {settings.chain_method!r}")
+    if not 0 < settings.target_accept < 1:
+        raise ValueError(f"target_accept must be in (0, 1), got {settings.target_accept}")
+    if settings.algorithm == "nuts" and settings.max_tree_depth < 1:
+        raise ValueError(f"max_tree_depth must be >= 1, got {settings.max_tree_depth}")
+    if settings.algorithm == "hmc" and settings.num_integration_steps < 1:
+        raise ValueError(f"num_integration_steps must be >= 1, got {settings.num_integration_steps}")
+
+
 # --------------------------------------------------------------- the programs
+# Module-level jitted programs: the settings and the device plan are static (hashed
+# by value), the compiled model is a pytree of data, so a repeated run or a run on new
+# data of the same shape reuses the compiled program.
 
 
-class _Programs(NamedTuple):
-    init: Callable
-    run: Callable
-    postprocess: Callable
+@functools.partial(jax.jit, static_argnames=("settings", "plan"))
+def _init_chains(keys, compiled: CompiledModel, *, settings: kernel.Settings, plan: DevicePlan):
+    def one(key, compiled):
+        u, ok = compiled.initial_position(key, settings.init_radius, settings.init_attempts)
+        return kernel.init(u, compiled.logdensity, settings), ok
+
+    return map_replicas(one, plan, settings.chain_method)(keys, compiled)
 
 
-# Phase codes of one transition, passed to the run program as data.
-SAMPLING, WARMUP, LAST_WARMUP = 0, 1, 2
+@functools.partial(jax.jit, static_argnames=("settings", "plan"))
+def _advance(carry, xs, compiled: CompiledModel, *, settings: kernel.Settings, plan: DevicePlan):
+    """Advance every chain over the steps ``xs = (steps, phases, windows)`` of one chunk."""
 
+    def one(per_chain, shared):
+        state, chain_key = per_chain
+        compiled, (steps, phases, windows) = shared
 
-@functools.lru_cache(maxsize=64)
-def _programs(
-    model: Callable, layout: Layout, static: StaticData, settings: SamplerSettings, num_devices: int
-) -> _Programs:
-    """The jitted programs of one (model, data structure, settings, devices): cached so
-    that a repeated run, or a run on new data of the same shape, never re-traces.
-
-    Warmup and sampling share one program (one copy of the kernel to compile): each
-    transition carries a phase code, and only warmup transitions update the adaptation.
-    """
-    dim = sum(int(np.prod(shape)) for _, shape in layout)
-    with warnings.catch_warnings():
-        # blackjax 1.7 marks base() deprecated in favour of staged_adaptation, whose
-        # per-step pieces are private; base() is still the public init/update/final
-        # triple that lets warmup share one compiled program with sampling.
-        warnings.simplefilter("ignore", DeprecationWarning)
-        adapt_init, adapt_update, adapt_final = window_adaptation_base(
-            is_mass_matrix_diagonal=not settings.dense_mass,
-            target_acceptance_rate=settings.target_accept,
-        )
-    if settings.algorithm == "nuts":
-        kernel = blackjax.nuts.build_kernel()
-        kernel_args = {"max_num_doublings": settings.max_tree_depth}
-    else:
-        kernel = blackjax.hmc.build_kernel()
-        kernel_args = {"num_integration_steps": settings.num_integration_steps}
-
-    def logdensity_of(arrays):
-        args, kwargs = merge_data(arrays, static)
-        return make_logdensity(model, layout, args, kwargs)
-
-    def init_chain(init_key, arrays):
-        logdensity = logdensity_of(arrays)
-        u, ok = find_initial_position(init_key, logdensity, dim, settings.init_radius, settings.init_attempts)
-        adapt_state = adapt_init(u, settings.initial_step_size)
-        carry = _Carry(
-            blackjax.hmc.init(u, logdensity),
-            adapt_state,
-            adapt_state.step_size,
-            adapt_state.inverse_mass_matrix,
-        )
-        # Strong types: the run program's outputs are strongly typed, so a weakly
-        # typed initial carry would make the second call recompile.
-        return jax.tree.map(lambda x: jax.lax.convert_element_type(x, jnp.result_type(x)), carry), ok
-
-    def run_chain(per_chain, shared):
-        carry, chain_key = per_chain
-        arrays, steps, phases, stages = shared
-        logdensity = logdensity_of(arrays)
-
-        def transition(carry, xs):
-            t, phase, stage = xs
-            state, info = kernel(
-                jax.random.fold_in(chain_key, t),
-                carry.state,
-                logdensity,
-                carry.step_size,
-                carry.inverse_mass_matrix,
-                **kernel_args,
+        def transition(state, x):
+            t, phase, window = x
+            state, info = kernel.step(
+                jax.random.fold_in(chain_key, t), state, compiled.logdensity, phase, window, settings
             )
+            return state, (state.hmc.position, info)
 
-            def adapt(carry):
-                adapt_state = adapt_update(
-                    carry.adapt_state, (stage[0], stage[1]), state.position, info.acceptance_rate
-                )
-                final_step_size, final_inverse_mass_matrix = adapt_final(adapt_state)
-                last = phase == LAST_WARMUP
-                return _Carry(
-                    state,
-                    adapt_state,
-                    jnp.where(last, final_step_size, adapt_state.step_size),
-                    jnp.where(last, final_inverse_mass_matrix, adapt_state.inverse_mass_matrix),
-                )
+        state, outputs = jax.lax.scan(transition, state, (steps, phases, windows))
+        return (state, chain_key), outputs
 
-            carry = jax.lax.cond(phase == SAMPLING, lambda c: c._replace(state=state), adapt, carry)
-            stats = {
-                "lp": state.logdensity,
-                "diverging": info.is_divergent,
-                "energy": info.energy,
-                "acceptance_rate": info.acceptance_rate,
-                "n_steps": info.num_integration_steps,
-            }
-            if settings.algorithm == "nuts":
-                stats["tree_depth"] = info.num_trajectory_expansions
-            return carry, (state.position, stats)
-
-        return jax.lax.scan(transition, carry, (steps, phases, stages))
-
-    def postprocess_one(u, arrays):
-        args, kwargs = merge_data(arrays, static)
-        values = constrain_fn(model, args, kwargs, unflatten(u, layout), return_deterministic=True)
-        latent = {name: values[name] for name, _ in layout}
-        tr = handlers.trace(handlers.substitute(handlers.seed(model, 0), latent)).get_trace(*args, **kwargs)
-        loglik = {
-            name: site["fn"].log_prob(site["value"])
-            for name, site in tr.items()
-            if site["type"] == "sample" and site["is_observed"] and not is_factor(site)
-        }
-        return values, loglik
-
-    return _Programs(
-        init=jax.jit(map_chains(init_chain, num_devices, settings.vectorized)),
-        run=jax.jit(map_chains(run_chain, num_devices, settings.vectorized)),
-        postprocess=jax.jit(jax.vmap(postprocess_one, in_axes=(0, None))),
-    )
+    return map_replicas(one, plan, settings.chain_method)(carry, (compiled, xs))
 
 
-class _Carry(NamedTuple):
-    state: Any  # blackjax HMCState
-    adapt_state: Any  # blackjax WindowAdaptationState
-    step_size: jax.Array
-    inverse_mass_matrix: jax.Array
-
-
-def _schedule(warmup: int, draws: int) -> tuple[np.ndarray, np.ndarray]:
-    """Phase code and window-adaptation stage of every transition, warmup then draws."""
-    phases = np.full(warmup + draws, SAMPLING, np.int32)
-    stages = np.zeros((warmup + draws, 2), np.int32)
-    if warmup:
-        phases[:warmup] = WARMUP
-        phases[warmup - 1] = LAST_WARMUP
-        stages[:warmup] = np.asarray(build_schedule(warmup))
-    return phases, stages
+@jax.jit
+def _postprocess(positions, compiled: CompiledModel):
+    """Constrained values and pointwise log-likelihood of flat draws ``(n, dim)``."""
+    return jax.vmap(lambda u: (compiled.constrain(u), compiled.pointwise_log_likelihood(u)))(positions)
 
 
 # ------------------------------------------------------------------- the driver
@@ -289,6 +130,7 @@ def _schedule(warmup: int, draws: int) -> tuple[np.ndarray, np.ndarray]:
 def _run(model, args, kwargs, *, key, chains, warmup, draws, settings, devices, progress_bar):
     key = validate_key(key)
     _check_counts(chains, warmup, draws)
+    _check_settings(settings)
     compiled = compile(model, *args, **kwargs)
     algorithm = settings.algorithm.upper()
     compiled.require_continuous(algorithm)
@@ -296,72 +138,77 @@ def _run(model, args, kwargs, *, key, chains, warmup, draws, settings, devices, 
         raise ModelError(
             f"the model has no latent continuous site; there is nothing for {algorithm} to sample"
         )
-    plan = plan_devices(chains, devices)
-    programs = _programs(model, compiled.layout, compiled.static_data, settings, plan.num_devices)
-    arrays = compiled._arrays
-
-    chain_keys = jax.vmap(lambda i: jax.random.split(jax.random.fold_in(key, i)))(
-        jnp.arange(plan.padded_chains)
-    )
-    init_keys, run_keys = chain_keys[:, 0], chain_keys[:, 1]
+    plan = plan_devices(chains, devices, replicas="chains")
+    chain_keys = jax.vmap(jax.random.split)(replica_keys(key, plan.padded_replicas))
     timing = {}
 
     started = time.perf_counter()
-    carry, ok = programs.init(init_keys, arrays)
-    ok = np.asarray(ok)[:chains]
+    states, ok = _init_chains(chain_keys[:, 0], compiled, settings=settings, plan=plan)
+    ok = to_host(ok)[:chains]
     timing["init"] = time.perf_counter() - started
     if not ok.all():
         failed = int(np.argmin(ok))
-        raise ModelError(compiled.describe_nonfinite(carry.state.position[failed], settings.init_attempts))
+        position = to_host(states.hmc.position)[failed]
+        raise ModelError(compiled.describe_nonfinite(position, settings.init_attempts))
 
-    phases, stages = _schedule(warmup, draws)
-    show = progress_enabled(progress_bar)
-    bar = ProgressBar(plan.padded_chains * (warmup + draws), plan.padded_chains, show)
-    outputs, warmup_divergences = [], 0
-    try:
-        for name, first, length in (("warmup", 0, warmup), ("sampling", warmup, draws)):
-            started = time.perf_counter()
-            bar.phase(name)
-            for chunk_start, chunk_length in chunk_sizes(first, length, show):
-                window = slice(chunk_start, chunk_start + chunk_length)
-                shared = (
-                    arrays,
-                    jnp.arange(chunk_start, chunk_start + chunk_length),
-                    phases[window],
-                    stages[window],
-                )
-                carry, (positions, stats) = programs.run((carry, run_keys), shared)
-                if name == "warmup":
-                    warmup_divergences += np.asarray(stats["diverging"]).sum(axis=1)
-                else:
-                    outputs.append(jax.device_get((positions, stats)))
-                bar.advance(chunk_length)
-            jax.block_until_ready(carry)
-            timing[name] = time.perf_counter() - started
-    finally:
-        bar.close()
+    phases, windows = kernel.schedule(warmup, draws)
+    steps = np.arange(warmup + draws, dtype=np.int32)
+    advance = functools.partial(_advance, compiled=compiled, settings=settings, plan=plan)
+    loop = {"progress_bar": progress_bar, "unit": "draw", "scale": chains, "step_axis": 1}
+    warmup_divergences = np.zeros(plan.padded_replicas, np.int64)
 
-    positions = np.concatenate([out[0] for out in outputs], axis=1)[:chains]
-    stats = {k: np.concatenate([out[1][k] for out in outputs], axis=1)[:chains] for k in outputs[0][1]}
-    step_size = np.asarray(carry.step_size)[:chains]
+    def count_divergences(carry, outputs, stop):
+        warmup_divergences[:] += outputs[1].diverging.sum(axis=1)
+
+    carry = (states, chain_keys[:, 1])
+    started = time.perf_counter()
+    carry, _ = scan_in_chunks(
+        advance,
+        carry,
+        (steps[:warmup], phases[:warmup], windows[:warmup]),
+        description="warmup",
+        keep=False,
+        on_chunk=count_divergences,
+        **loop,
+    )
+    jax.block_until_ready(carry)
+    timing["warmup"] = time.perf_counter() - started
+    started = time.perf_counter()
+    carry, (positions, info) = scan_in_chunks(
+        advance, carry, (steps[warmup:], phases[warmup:], windows[warmup:]), description="sampling", **loop
+    )
+    timing["sampling"] = time.perf_counter() - started
+    positions = positions[:chains]
+    stats = {name: value[:chains] for name, value in info._asdict().items()}
+    if settings.algorithm != "nuts":
+        del stats["tree_depth"]
+    state = to_host(carry[0])
+    step_size = state.step_size[:chains]
     stats["step_size"] = np.broadcast_to(step_size[:, None], positions.shape[:2]).copy()
 
     started = time.perf_counter()
-    flat = positions.reshape(-1, compiled.dim)
-    values, loglik = jax.device_get(programs.postprocess(flat, arrays))
+    values, loglik = to_host(_postprocess(positions.reshape(-1, compiled.dim), compiled))
     shape = positions.shape[:2]
-    samples = {k: np.asarray(v).reshape(shape + v.shape[1:]) for k, v in values.items()}
-    loglik = {k: np.asarray(v).reshape(shape + v.shape[1:]) for k, v in loglik.items()}
     timing["postprocess"] = time.perf_counter() - started
 
     posterior = Posterior(
-        samples=samples,
-        sample_stats={k: stats[k] for k in SAMPLE_STATS if k in stats},
-        log_likelihood=loglik,
+        samples={k: v.reshape(shape + v.shape[1:]) for k, v in values.items()},
+        sample_stats=stats,
+        log_likelihood={k: v.reshape(shape + v.shape[1:]) for k, v in loglik.items()},
+        observed_data=compiled.observed_data,
+        constant_data=compiled.constant_data,
+        dims=compiled.dims,
+        log_likelihood_dims=compiled.log_likelihood_dims,
+        coords=compiled.coords,
+        attrs={
+            "inference": settings.algorithm,
+            "chain_method": settings.chain_method,
+            "num_devices": plan.num_devices,
+        },
         unconstrained=positions,
         step_size=step_size,
-        inverse_mass_matrix=np.asarray(carry.inverse_mass_matrix)[:chains],
-        warmup_divergences=np.broadcast_to(np.asarray(warmup_divergences), (plan.padded_chains,))[:chains],
+        inverse_mass_matrix=state.inverse_mass_matrix[:chains],
+        warmup_divergences=warmup_divergences[:chains],
         timing=timing,
         compiled=compiled,
     )
@@ -426,16 +273,15 @@ def nuts(
     max_tree_depth: int = 10,
     dense_mass: bool = False,
     devices: int | None = None,
-    vectorized: bool = False,
+    chain_method: str = "vectorized",
     progress_bar: bool | None = None,
     **kwargs: Any,
 ) -> Posterior:
     """Sample ``model(*args, **kwargs)`` with NUTS (BlackJAX) after Stan's window adaptation.
 
-    Chains are spread over ``devices`` local devices (default: all) with
-    ``jax.shard_map``, and mapped within a device (``lax.map``, or ``vmap`` with
-    ``vectorized=True``); any number of chains runs on any number of devices, and
-    (unless vectorized) a chain's draws are bit-identical whatever the device count.
+    Chains are spread over ``devices`` devices (default: every device of every
+    process, at most one per chain) with ``jax.shard_map``, and mapped within a device
+    as ``chain_method`` says; any number of chains runs on any number of devices.
     Warns with counts on divergences, R-hat > 1.01 and low bulk ESS.
 
     Args:
@@ -447,9 +293,12 @@ def nuts(
         target_accept: dual-averaging target acceptance rate.
         max_tree_depth: maximum number of trajectory doublings.
         dense_mass: adapt a dense (instead of diagonal) inverse mass matrix.
-        devices: number of local devices to use (default: all, at most ``chains``).
-        vectorized: ``vmap`` the chains of a device (faster for big array models on
-            accelerators; draws then depend slightly on the number of chains per device).
+        devices: number of devices to use (default: all, at most ``chains``).
+        chain_method: ``"vectorized"`` (default: the chains of a device run as one
+            ``vmap``-ped program, fastest on CPUs and accelerators alike; a chain's draws
+            agree across device counts to float rounding) or ``"sequential"``
+            (``lax.map``: a chain's draws are bit-identical on any number of devices or
+            processes; can be faster for expensive models whose trees differ in depth).
         progress_bar: ``None`` = on in a terminal unless ``CI`` is set.
 
     Returns:
@@ -470,12 +319,12 @@ def nuts(
         >>> post.samples["mu"].shape  # doctest: +SKIP
         (2, 50)
     """
-    settings = SamplerSettings(
+    settings = kernel.Settings(
         algorithm="nuts",
         target_accept=float(target_accept),
         max_tree_depth=int(max_tree_depth),
         dense_mass=bool(dense_mass),
-        vectorized=bool(vectorized),
+        chain_method=chain_method,
     )
     return _run(
         model,
@@ -502,7 +351,7 @@ def hmc(
     target_accept: float = 0.8,
     dense_mass: bool = False,
     devices: int | None = None,
-    vectorized: bool = False,
+    chain_method: str = "vectorized",
     progress_bar: bool | None = None,
     **kwargs: Any,
 ) -> Posterior:
@@ -511,12 +360,12 @@ def hmc(
     Same driver, adaptation, devices and output as :func:`nuts`; ``tree_depth`` is
     absent from ``sample_stats``.
     """
-    settings = SamplerSettings(
+    settings = kernel.Settings(
         algorithm="hmc",
         target_accept=float(target_accept),
         num_integration_steps=int(num_integration_steps),
         dense_mass=bool(dense_mass),
-        vectorized=bool(vectorized),
+        chain_method=chain_method,
     )
     return _run(
         model,
