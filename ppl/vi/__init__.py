@@ -6,12 +6,13 @@ its gradient estimator.
 - estimators per guide site: :func:`reparam`, :func:`implicit`, :func:`reinforce`,
   :func:`enum`, :func:`mvd` (:mod:`ppl.vi.estimators`);
 - objectives written in the language: :mod:`ppl.vi.objectives`;
-- fitting with Optax: :func:`fit`.
+- fitting with Optax: :func:`fitter` (a pure ``init`` / ``update`` pair) and the thin
+  driver :func:`fit`.
 """
 
 from ppl.vi import objectives
 from ppl.vi.estimators import Estimator, enum, implicit, mvd, reinforce, reparam
-from ppl.vi.fit import VIResult, fit
+from ppl.vi.fit import FitInfo, FitSettings, FitState, Fitter, VIResult, fit, fitter
 from ppl.vi.language import (
     Expectation,
     Family,
@@ -29,11 +30,16 @@ __all__ = [
     "Estimator",
     "Expectation",
     "Family",
+    "FitInfo",
+    "FitSettings",
+    "FitState",
+    "Fitter",
     "VIResult",
     "density",
     "enum",
     "expectation",
     "fit",
+    "fitter",
     "implicit",
     "leave_one_out",
     "marginal",

@@ -1,4 +1,25 @@
-"""Fit an objective by stochastic gradient ascent with an Optax optimiser."""
+"""Fit an objective by stochastic gradient ascent with an Optax optimiser.
+
+The kernel is an Optax-style pair: :func:`init` builds a :class:`FitState` from the
+parameters, :func:`update` takes one step (``num_samples`` gradient estimates averaged,
+one optimiser update, non-finite steps never applied) and is pure and jit-able, so a
+user or another family can own the loop; :func:`fitter` binds the configuration once.
+:func:`fit` is the thin driver: devices, the chunked loop with its progress bar,
+snapshots of the parameters, and a :class:`VIResult`.
+
+Example:
+    >>> import jax, optax, ppl
+    >>> from ppl import dist
+    >>> def model(params):
+    ...     ppl.sample("x", dist.Normal(3.0, 1.0))
+    >>> def guide(params):
+    ...     ppl.sample("x", dist.Normal(params["loc"], 1.0))
+    >>> pair = ppl.vi.fitter(ppl.vi.objectives.elbo(model, guide), optax.adam(0.1))
+    >>> state = pair.init({"loc": jax.numpy.array(0.0)})
+    >>> state, info = jax.jit(pair.update)(jax.random.key(0), state)
+    >>> int(state.step), bool(info.finite)
+    (1, True)
+"""
 
 from __future__ import annotations
 
@@ -6,22 +27,181 @@ import functools
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from jax.sharding import Mesh, PartitionSpec
 
-from ppl import arviz as ppl_arviz
-from ppl import progress
+from ppl.model.compile import compile
+from ppl.runtime.cache import ByValue, by_value
+from ppl.runtime.devices import DevicePlan, map_replicas, plan_devices, to_host
+from ppl.runtime.keys import replica_keys, validate_key
+from ppl.runtime.loop import NUM_UPDATES, scan_in_chunks, strongly_typed
+from ppl.runtime.results import Draws
 from ppl.vi.language import Expectation, sample_guide
 
-__all__ = ["VIResult", "fit"]
+__all__ = ["FitInfo", "FitSettings", "FitState", "Fitter", "VIResult", "fit", "fitter", "init", "update"]
 
 NONFINITE_MODES = ("skip", "stop", "raise")
-DEVICE_AXIS = "estimates"
+
+
+class FitSettings(NamedTuple):
+    """Static configuration of :func:`update` (hashed by value).
+
+    Attributes:
+        num_samples: gradient estimates averaged per step.
+        batch_size: rows drawn without replacement per step from the arguments in
+            ``batch_argnums`` (``None``: no minibatching).
+        batch_argnums: indices of the data arguments that carry the rows.
+        on_nonfinite: ``"skip"``, ``"stop"`` or ``"raise"`` (the driver raises; the
+            kernel treats it as ``"stop"``).
+    """
+
+    num_samples: int = 1
+    batch_size: int | None = None
+    batch_argnums: tuple[int, ...] = (0,)
+    on_nonfinite: str = "skip"
+
+
+DEFAULT_SETTINGS = FitSettings()
+
+
+class FitState(NamedTuple):
+    """Parameters, optimiser state, the step count, and the non-finite bookkeeping."""
+
+    params: Any
+    opt_state: Any
+    step: jax.Array
+    num_nonfinite: jax.Array
+    first_nonfinite_step: jax.Array  # -1 while every step was finite
+    stopped: jax.Array
+
+
+class FitInfo(NamedTuple):
+    """One step: the mean objective estimate and whether the step was finite (applied)."""
+
+    objective: jax.Array
+    finite: jax.Array
+
+
+class Fitter(NamedTuple):
+    """The pair :func:`fitter` returns: ``init(params)`` and ``update(rng_key, state, *args)``."""
+
+    init: Callable
+    update: Callable
+
+
+def _all_finite(tree) -> jax.Array:
+    leaves = [jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree.leaves(tree)]
+    return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
+
+
+def _minibatch(rng_key, args, batch_size, batch_argnums):
+    if batch_size is None:
+        return args
+    size = jnp.shape(jax.tree.leaves(args[batch_argnums[0]])[0])[0]
+    indices = jax.random.choice(rng_key, size, (batch_size,), replace=False)
+    return tuple(
+        jax.tree.map(lambda leaf: jnp.take(leaf, indices, axis=0), arg) if i in batch_argnums else arg
+        for i, arg in enumerate(args)
+    )
+
+
+def init(params, optimizer: optax.GradientTransformation) -> FitState:
+    """The state before the first step."""
+    params = jax.tree.map(jnp.asarray, params)
+    state = FitState(
+        params=params,
+        opt_state=optimizer.init(params),
+        step=jnp.zeros((), jnp.int32),
+        num_nonfinite=jnp.zeros((), jnp.int32),
+        first_nonfinite_step=jnp.full((), -1, jnp.int32),
+        stopped=jnp.array(False),
+    )
+    return strongly_typed(state)
+
+
+def update(
+    rng_key: jax.Array,
+    state: FitState,
+    *args: Any,
+    objective: Expectation,
+    optimizer: optax.GradientTransformation,
+    settings: FitSettings = DEFAULT_SETTINGS,
+    plan: DevicePlan | None = None,
+) -> tuple[FitState, FitInfo]:
+    """One step of stochastic gradient ascent on ``objective(params, *args)``.
+
+    Estimate ``j`` of the step uses ``fold_in(estimate_key, j)``; with a ``plan`` the
+    estimates are spread over its devices (``None``: ``vmap`` on one device), which
+    changes only the order of the final average.
+    """
+    batch_key, estimate_key = jax.random.split(rng_key)
+    batch = _minibatch(batch_key, args, settings.batch_size, settings.batch_argnums)
+    num = settings.num_samples
+
+    def one(key, shared):
+        params, batch = shared
+        return objective.value_and_grad_estimate(key, params, *batch)
+
+    shared = (state.params, batch)
+    if plan is None:
+        values, grads = jax.vmap(one, in_axes=(0, None))(replica_keys(estimate_key, num), shared)
+    else:
+        keys = replica_keys(estimate_key, plan.padded_replicas)
+        values, grads = map_replicas(one, plan, "vectorized")(keys, shared)
+    value = jnp.mean(values[:num])
+    grads = jax.tree.map(lambda g: jnp.mean(g[:num], axis=0), grads)
+    # Optax minimises; the objective is maximised.
+    updates, opt_state = optimizer.update(jax.tree.map(jnp.negative, grads), state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    finite = jnp.isfinite(value) & _all_finite(grads) & _all_finite(params)
+    apply = finite & ~state.stopped
+    keep = functools.partial(jax.tree.map, lambda new, old: jnp.where(apply, new, old))
+    new_state = FitState(
+        params=keep(params, state.params),
+        opt_state=keep(opt_state, state.opt_state),
+        step=state.step + 1,
+        num_nonfinite=state.num_nonfinite + (~finite).astype(jnp.int32),
+        first_nonfinite_step=jnp.where(
+            ~finite & (state.first_nonfinite_step < 0), state.step, state.first_nonfinite_step
+        ),
+        stopped=state.stopped | (~finite & (settings.on_nonfinite != "skip")),
+    )
+    return new_state, FitInfo(value, finite)
+
+
+def fitter(objective: Expectation, optimizer: optax.GradientTransformation, **settings: Any) -> Fitter:
+    """Bind ``objective``, ``optimizer`` and :class:`FitSettings` into an ``(init, update)`` pair.
+
+    ``update(rng_key, state, *args) -> (state, info)`` is pure: ``jax.jit`` it, ``scan``
+    it, ``vmap`` it over problems.
+    """
+    config = FitSettings(**settings)
+    return Fitter(
+        init=functools.partial(init, optimizer=optimizer),
+        update=functools.partial(update, objective=objective, optimizer=optimizer, settings=config),
+    )
+
+
+@functools.partial(jax.jit, static_argnames=("objective", "optimizer", "settings", "plan"))
+def _advance(state, steps, key, args, *, objective, optimizer: ByValue, settings, plan):
+    """Steps ``steps`` of one chunk; step ``t`` uses ``fold_in(key, t)``."""
+
+    def body(state, t):
+        return update(
+            jax.random.fold_in(key, t),
+            state,
+            *args,
+            objective=objective,
+            optimizer=optimizer.value,
+            settings=settings,
+            plan=plan,
+        )
+
+    return jax.lax.scan(body, state, steps)
 
 
 @dataclass(frozen=True)
@@ -35,6 +215,7 @@ class VIResult:
         trajectory: the parameters at those steps, each leaf with a leading ``T`` axis.
         num_nonfinite: steps whose estimate or update was not finite (not applied).
         first_nonfinite_step: the first such step, or ``None``.
+        num_devices: devices the gradient estimates were spread over.
     """
 
     params: Any
@@ -43,91 +224,50 @@ class VIResult:
     trajectory: Any
     num_nonfinite: int
     first_nonfinite_step: int | None
+    num_devices: int = 1
 
     def sample_guide(self, guide: Callable, rng_key: jax.Array, num_samples: int, *args) -> dict:
         """``num_samples`` draws of ``guide(params, *args)``, each ``(num_samples, ...)``."""
         return sample_guide(guide, rng_key, num_samples, self.params, *args)
 
-    def to_arviz(self, guide: Callable, rng_key: jax.Array, num_samples: int, *args, dims=None, coords=None):
-        """The guide's draws as ArviZ data: a ``posterior`` group with one chain of
-        ``num_samples`` draws, and the objective trace in ``sample_stats``-free attrs."""
-        draws = self.sample_guide(guide, rng_key, num_samples, *args)
-        draws = {name: np.asarray(value)[None] for name, value in draws.items()}
-        posterior = ppl_arviz.to_dataset(draws, dims or {}, coords or {})
-        posterior.attrs["inference"] = "variational"
-        posterior.attrs["final_objective"] = float(self.objective[-1])
-        return ppl_arviz.from_groups({"posterior": posterior})
+    def draws(self, guide: Callable, rng_key: jax.Array, num_samples: int, *args, model=None) -> Draws:
+        """The guide's draws as :class:`~ppl.runtime.results.Draws` (one chain).
 
-
-def _all_finite(tree) -> jax.Array:
-    leaves = [jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree.leaves(tree)]
-    return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
-
-
-def _minibatch(rng_key, args, batch_size, batch_argnums):
-    if batch_size is None:
-        return args
-    size = jnp.shape(args[batch_argnums[0]])[0]
-    indices = jax.random.choice(rng_key, size, (batch_size,), replace=False)
-    return tuple(
-        jax.tree.map(lambda leaf: jnp.take(leaf, indices, axis=0), arg) if i in batch_argnums else arg
-        for i, arg in enumerate(args)
-    )
-
-
-@functools.lru_cache(maxsize=64)
-def _chunk_program(objective, optimizer, num_samples, batch_size, batch_argnums, mode, num_devices, length):
-    """A jitted run of ``length`` steps; cached so repeated fits do not recompile."""
-
-    def local_estimates(keys, params, args):
-        values, grads = jax.vmap(objective.value_and_grad_estimate, in_axes=(0, None, *([None] * len(args))))(
-            keys, params, *args
-        )
-        return jnp.mean(values), jax.tree.map(lambda g: jnp.mean(g, axis=0), grads)
-
-    estimates = local_estimates
-    if num_devices > 1:
-        mesh = Mesh(jax.local_devices()[:num_devices], (DEVICE_AXIS,))
-
-        def per_device(keys, params, args):
-            value, grads = local_estimates(keys, params, args)
-            return jax.lax.pmean((value, grads), DEVICE_AXIS)
-
-        estimates = jax.shard_map(
-            per_device,
-            mesh=mesh,
-            in_specs=(PartitionSpec(DEVICE_AXIS), PartitionSpec(), PartitionSpec()),
-            out_specs=PartitionSpec(),
-            check_vma=False,
+        ``sample_stats`` holds the objective trace (dims ``chain``, ``fit_step``). With
+        ``model`` (called as ``model(params, *args)``), the pointwise log-likelihood of
+        its observed sites at each draw fills ``log_likelihood``, with ``observed_data``
+        and plate dims.
+        """
+        values = to_host(self.sample_guide(guide, rng_key, num_samples, *args))
+        stats = {"objective": np.asarray(self.objective)[None]}
+        extra: dict = {}
+        if model is not None:
+            compiled = compile(model, self.params, *args)
+            latent = {name: values[name] for name, _ in compiled.layout}
+            flat = jax.vmap(compiled.unconstrain)(latent)
+            loglik = to_host(jax.jit(jax.vmap(compiled.pointwise_log_likelihood))(flat))
+            extra = {
+                "log_likelihood": {name: value[None] for name, value in loglik.items()},
+                "observed_data": compiled.observed_data,
+                "dims": compiled.dims,
+                "log_likelihood_dims": compiled.log_likelihood_dims,
+                "coords": compiled.coords,
+            }
+        return Draws(
+            samples={name: value[None] for name, value in values.items()},
+            sample_stats=stats,
+            stats_dims={"objective": ("chain", "fit_step")},
+            attrs={"inference": "variational", "final_objective": float(self.objective[-1])},
+            **extra,
         )
 
-    def step(carry, step_index, rng_key, args):
-        params, opt_state, num_bad, first_bad, stopped = carry
-        step_key = jax.random.fold_in(rng_key, step_index)
-        batch_key, estimate_key = jax.random.split(step_key)
-        batch = _minibatch(batch_key, args, batch_size, batch_argnums)
-        value, grads = estimates(jax.random.split(estimate_key, num_samples), params, batch)
-        # Optax minimises; the objective is maximised.
-        updates, new_opt_state = optimizer.update(jax.tree.map(jnp.negative, grads), opt_state, params)
-        new_params = optax.apply_updates(params, updates)
-        finite = jnp.isfinite(value) & _all_finite(grads) & _all_finite(new_params)
-        apply = finite & ~stopped
-        keep = functools.partial(jax.tree.map, lambda new, old: jnp.where(apply, new, old))
-        first_bad = jnp.where(~finite & (first_bad < 0), step_index, first_bad)
-        carry = (
-            keep(new_params, params),
-            keep(new_opt_state, opt_state),
-            num_bad + (~finite).astype(jnp.int32),
-            first_bad,
-            stopped | (~finite & (mode != "skip")),
-        )
-        return carry, value
-
-    @jax.jit
-    def run(carry, first_step, rng_key, args):
-        return jax.lax.scan(lambda c, i: step(c, i, rng_key, args), carry, first_step + jnp.arange(length))
-
-    return run
+    def to_arviz(
+        self, guide: Callable, rng_key: jax.Array, num_samples: int, *args, model=None, dims=None, coords=None
+    ):
+        """ArviZ data of :meth:`draws`: ``posterior`` (one chain of ``num_samples`` guide
+        draws), ``sample_stats`` (the objective trace) and, with ``model``,
+        ``log_likelihood`` and ``observed_data``."""
+        return self.draws(guide, rng_key, num_samples, *args, model=model).to_arviz(dims=dims, coords=coords)
 
 
 def fit(
@@ -141,15 +281,18 @@ def fit(
     batch_size: int | None = None,
     batch_argnums: Sequence[int] = (0,),
     on_nonfinite: str = "skip",
-    devices: int | None = 1,
+    devices: int | None = None,
     progress_bar: bool | None = None,
 ) -> VIResult:
     """Maximise ``objective(params, *args)`` by stochastic gradient ascent.
 
-    Each step averages ``num_samples`` independent gradient estimates (``vmap``-ed;
-    split across ``devices`` with ``jax.shard_map`` when more than one) and applies
-    one ``optimizer`` update to the parameters. One jitted ``lax.scan`` runs each
-    block of steps; the parameters are recorded at the end of each of ~20 blocks.
+    Each step averages ``num_samples`` independent gradient estimates and applies one
+    ``optimizer`` update (:func:`update`). The estimates are spread over ``devices``
+    (default: all, at most ``num_samples``); one jitted ``lax.scan`` runs each of
+    ~20 blocks of steps, and the parameters are recorded at the end of each block.
+
+    The optimiser is compared by what it computes (:func:`ppl.runtime.cache.by_value`),
+    so ``optimizer=optax.adam(1e-3)`` written anew in each call does not recompile.
 
     Args:
         objective: an :class:`~ppl.vi.Expectation` over ``(params, *args)``.
@@ -157,8 +300,7 @@ def fit(
         *args: data passed to the objective after the parameters.
         optimizer: any Optax transformation (it minimises ``-objective``).
         steps: number of optimisation steps.
-        key: ``jax.random`` key; step ``i`` uses ``fold_in(key, i)`` (``key=`` as in
-            :func:`ppl.nuts`).
+        key: ``jax.random`` key; step ``i`` uses ``fold_in(key, i)``.
         num_samples: gradient estimates averaged per step.
         batch_size: if set, each step draws ``batch_size`` rows without replacement
             from the arguments in ``batch_argnums`` (indices into ``args``; same
@@ -169,8 +311,9 @@ def fit(
             applied. ``"skip"`` goes on with the next step; ``"stop"`` applies no later
             step; ``"raise"`` raises ``FloatingPointError`` naming the step. Skips and
             stops warn with the count and the first step.
-        devices: number of local devices to split the estimates over
-            (``num_samples`` must be a multiple); ``None`` for all.
+        devices: number of devices to spread the estimates over (``None``: all). The
+            result agrees with a one-device run to float rounding (the average of the
+            estimates is summed in another order).
         progress_bar: ``None`` shows a bar in an interactive terminal.
 
     Returns:
@@ -194,55 +337,48 @@ def fit(
         raise ValueError(f"fit: on_nonfinite must be one of {NONFINITE_MODES}, got {on_nonfinite!r}")
     if steps < 1 or num_samples < 1:
         raise ValueError(f"fit: steps and num_samples must be >= 1, got {steps} and {num_samples}")
-    num_devices = jax.local_device_count() if devices is None else int(devices)
-    if not 1 <= num_devices <= jax.local_device_count() or num_samples % num_devices:
-        raise ValueError(
-            f"fit: devices={devices} must be between 1 and {jax.local_device_count()} and divide "
-            f"num_samples={num_samples}"
-        )
+    key = validate_key(key)
+    plan = plan_devices(int(num_samples), devices, replicas="num_samples")
     batch_argnums = tuple(batch_argnums)
     if batch_size is not None:
         _check_batch(args, batch_size, batch_argnums)
     if not _all_finite(init_params):
         raise ValueError("fit: init_params contain NaN or inf")
 
-    params = jax.tree.map(jnp.asarray, init_params)
-    carry = (
-        params,
-        optimizer.init(params),
-        jnp.zeros((), jnp.int32),
-        jnp.full((), -1, jnp.int32),
-        jnp.array(False),
+    state = init(init_params, optimizer)
+    settings = FitSettings(int(num_samples), batch_size, batch_argnums, on_nonfinite)
+    advance = functools.partial(
+        _advance,
+        key=key,
+        args=tuple(args),
+        objective=objective,
+        optimizer=by_value(optimizer, state.params),
+        settings=settings,
+        plan=None if plan.num_devices == 1 and jax.process_count() == 1 else plan,
     )
-    bar_on = progress.progress_enabled(progress_bar)
-    bar = progress.ProgressBar(steps, 1, bar_on)
-    bar.phase("fit")
-    values, snapshots, snapshot_steps = [], [], []
-    try:
-        for first, length in progress.chunk_sizes(0, steps, enabled=True):
-            run = _chunk_program(
-                objective,
-                optimizer,
-                num_samples,
-                batch_size,
-                batch_argnums,
-                on_nonfinite,
-                num_devices,
-                length,
+    snapshots, snapshot_steps = [], []
+
+    def record(state, outputs, stop):
+        snapshots.append(to_host(state.params))
+        snapshot_steps.append(stop)
+        if on_nonfinite == "raise" and not outputs.finite.all():
+            first = stop - len(outputs.finite) + int(np.argmin(outputs.finite))
+            raise FloatingPointError(
+                f"fit: the objective estimate or its gradient is not finite at step {first}; "
+                "parameters before that step are the last finite ones"
             )
-            carry, chunk_values = run(carry, jnp.asarray(first, jnp.int32), key, tuple(args))
-            values.append(chunk_values)
-            snapshots.append(carry[0])
-            snapshot_steps.append(first + length)
-            bar.advance(length)
-            if on_nonfinite == "raise" and int(carry[3]) >= 0:
-                raise FloatingPointError(
-                    f"fit: the objective estimate or its gradient is not finite at step {int(carry[3])}; "
-                    "parameters before that step are the last finite ones"
-                )
-    finally:
-        bar.close()
-    num_bad, first_bad = int(carry[2]), int(carry[3])
+
+    state, info = scan_in_chunks(
+        advance,
+        state,
+        np.arange(steps, dtype=np.int32),
+        progress_bar=progress_bar,
+        description="fit",
+        num_chunks=NUM_UPDATES,
+        on_chunk=record,
+    )
+    final = to_host(state)
+    num_bad, first_bad = int(final.num_nonfinite), int(final.first_nonfinite_step)
     if num_bad:
         action = "skipped" if on_nonfinite == "skip" else "stopped the fit at"
         warnings.warn(
@@ -252,12 +388,13 @@ def fit(
             stacklevel=2,
         )
     return VIResult(
-        params=carry[0],
-        objective=np.concatenate([np.asarray(v) for v in values]),
+        params=final.params,
+        objective=info.objective,
         trajectory_steps=np.asarray(snapshot_steps),
-        trajectory=jax.tree.map(lambda *leaves: jnp.stack(leaves), *snapshots),
+        trajectory=jax.tree.map(lambda *leaves: np.stack(leaves), *snapshots),
         num_nonfinite=num_bad,
         first_nonfinite_step=first_bad if first_bad >= 0 else None,
+        num_devices=plan.num_devices,
     )
 
 
