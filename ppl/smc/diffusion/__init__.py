@@ -5,10 +5,15 @@ and a :class:`Measurement` go into any sampler: :func:`afdps`, :func:`tds`,
 :func:`mcgdiff`, :func:`fps` (weighted-particle SMC) or :func:`dps` (baseline). Each
 returns a :class:`DiffusionResult`. :class:`GaussianMixture` gives exact oracles;
 :func:`train_score` fits a prior to data by denoising score matching.
+
+Each sampler is also a pure kernel, ``init`` / ``step`` with a ``NamedTuple`` state, in
+its module (``from ppl.smc.diffusion.tds import init, step``), bundled as a
+:class:`Sampler` that the shared driver :func:`~ppl.smc.diffusion.base.run` maps over
+islands and devices.
 """
 
 from ppl.smc.diffusion.afdps import afdps
-from ppl.smc.diffusion.base import DiffusionResult
+from ppl.smc.diffusion.base import DiffusionResult, Sampler, StepInfo
 from ppl.smc.diffusion.dps import dps
 from ppl.smc.diffusion.fps import fps
 from ppl.smc.diffusion.gmm import GaussianMixture, GaussianMixturePosterior, grid_mixture_problem
@@ -18,7 +23,7 @@ from ppl.smc.diffusion.operators import LinearOperator, MaskOperator, MatrixOper
 from ppl.smc.diffusion.prior import DiffusionPrior
 from ppl.smc.diffusion.schedule import Schedule, ve, vp
 from ppl.smc.diffusion.tds import tds
-from ppl.smc.diffusion.training import NoiseMLP, ScoreFit, dsm_loss, train_score
+from ppl.smc.diffusion.training import NoiseMLP, ScoreFit, TrainState, dsm_loss, train_score, train_step
 
 __all__ = [
     "DiffusionPrior",
@@ -30,8 +35,11 @@ __all__ = [
     "MatrixOperator",
     "Measurement",
     "NoiseMLP",
+    "Sampler",
     "Schedule",
     "ScoreFit",
+    "StepInfo",
+    "TrainState",
     "afdps",
     "dps",
     "dsm_loss",
@@ -42,6 +50,7 @@ __all__ = [
     "sliced_wasserstein",
     "tds",
     "train_score",
+    "train_step",
     "ve",
     "vp",
 ]

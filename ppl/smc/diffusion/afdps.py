@@ -28,12 +28,14 @@ import jax
 import jax.numpy as jnp
 
 from ppl.smc import resampling
-from ppl.smc.diffusion.base import IslandOutput, check_settings, reweight_then_maybe_resample, run, scan_steps
+from ppl.smc.diffusion.base import Sampler, StepInfo, check_settings, reweight_then_maybe_resample, run
 
-__all__ = ["afdps"]
+__all__ = ["Config", "State", "afdps", "init", "step"]
 
 
-class _Config(NamedTuple):
+class Config(NamedTuple):
+    """Static configuration of :func:`afdps`."""
+
     variant: str
     ess_threshold: float
     scheme: str
@@ -41,57 +43,59 @@ class _Config(NamedTuple):
     langevin_steps: int
 
 
-def _stage_one(rng_key, prior, observation, n):
-    """Particles from ``p_{t_max}(x) exp(-mu(x))`` and the log of its normaliser."""
+class State(NamedTuple):
+    """One island: particles ``(n, d)``, normalised log-weights ``(n,)``, log-evidence ``()``."""
+
+    particles: jax.Array
+    log_weights: jax.Array
+    log_evidence: jax.Array
+
+
+def init(rng_key, prior, observation, config: Config, times, num_particles: int) -> State:
+    """Stage I: particles from ``p_{t_max}(x) exp(-mu(x))`` and the log of its normaliser."""
+    n = num_particles
     if observation.is_linear:
         stage = prior.noise_end.posterior(observation)
-        return stage.sample(rng_key, n), jnp.full(n, -jnp.log(n)), stage.log_evidence
+        return State(stage.sample(rng_key, n), jnp.full(n, -jnp.log(n)), stage.log_evidence)
     x = prior.sample_initial(rng_key, n)
     log_weights, log_evidence = resampling.reweight(
         jnp.full(n, -jnp.log(n)), jax.vmap(observation.log_likelihood)(x)
     )
-    return x, log_weights, log_evidence
+    return State(x, log_weights, log_evidence)
 
 
-def _island(rng_key, prior, observation, config: _Config, times: tuple, n):
-    init_key, loop_key = jax.random.split(rng_key)
-    x, log_weights, log_evidence = _stage_one(init_key, prior, observation, n)
+def _lipschitz(observation):
+    """Lipschitz bound of ``grad mu`` for the Langevin step (linear ``A``: ``max S^2 / sigma_y^2``)."""
+    if not observation.is_linear:
+        return 0.0
+    return jnp.max(observation.forward.singular_values) ** 2 / observation.noise_std**2
+
+
+def step(rng_key, state: State, prior, observation, config: Config, t, t_next, final: bool):
+    """One Euler step of the weighted path ``t -> t_next`` (see the module docstring)."""
+    move_key, corrector_key, resample_key = jax.random.split(rng_key, 3)
     schedule = prior.schedule
     score = jax.vmap(prior.score, in_axes=(0, None))
     potential_grad = jax.vmap(observation.potential_grad)
-    laplacian = jax.vmap(observation.potential_laplacian)
-    # Lipschitz bound of grad mu for the Langevin step size (linear A: max S^2 / sigma_y^2).
-    lipschitz = (
-        jnp.max(observation.forward.singular_values) ** 2 / observation.noise_std**2
-        if observation.is_linear
-        else 0.0
+    x = state.particles
+    dt = t - t_next
+    drift, g2 = schedule.drift(t), schedule.diffusion_squared(t)
+    grad_mu = potential_grad(x)
+    if config.variant == "sde":
+        flow = -drift * x + g2 * score(x, t)
+        laplacian = jax.vmap(observation.potential_laplacian)(x)
+        rate = 0.5 * g2 * (jnp.sum(grad_mu**2, -1) - laplacian) - jnp.sum(flow * grad_mu, -1)
+        x = x + dt * (flow - g2 * grad_mu) + jnp.sqrt(g2 * dt) * jax.random.normal(move_key, x.shape)
+    else:
+        flow = -drift * x + 0.5 * g2 * score(x, t)
+        rate = -jnp.sum(flow * grad_mu, -1)
+        x = x + dt * flow
+        if not final:
+            x = _langevin(corrector_key, x, t_next, prior, potential_grad, _lipschitz(observation), config)
+    x, log_weights, log_increment, ess, resampled = reweight_then_maybe_resample(
+        resample_key, x, state.log_weights, dt * rate, config.ess_threshold, config.scheme
     )
-
-    def step(key, carry, t, t_next, final):
-        x, log_weights, log_evidence = carry
-        move_key, corrector_key, resample_key = jax.random.split(key, 3)
-        dt = t - t_next
-        drift, g2 = schedule.drift(t), schedule.diffusion_squared(t)
-        grad_mu = potential_grad(x)
-        if config.variant == "sde":
-            flow = -drift * x + g2 * score(x, t)
-            rate = 0.5 * g2 * (jnp.sum(grad_mu**2, -1) - laplacian(x)) - jnp.sum(flow * grad_mu, -1)
-            x = x + dt * (flow - g2 * grad_mu) + jnp.sqrt(g2 * dt) * jax.random.normal(move_key, x.shape)
-        else:
-            flow = -drift * x + 0.5 * g2 * score(x, t)
-            rate = -jnp.sum(flow * grad_mu, -1)
-            x = x + dt * flow
-            if not final:
-                x = _langevin(corrector_key, x, t_next, prior, potential_grad, lipschitz, config)
-        x, log_weights, log_increment, ess, resampled = reweight_then_maybe_resample(
-            resample_key, x, log_weights, dt * rate, config.ess_threshold, config.scheme
-        )
-        return (x, log_weights, log_evidence + log_increment), (ess, resampled)
-
-    (x, log_weights, log_evidence), (ess, resampled) = scan_steps(
-        step, (x, log_weights, log_evidence), loop_key, times
-    )
-    return IslandOutput(x, log_weights, log_evidence, ess, resampled)
+    return State(x, log_weights, state.log_evidence + log_increment), StepInfo(ess, resampled)
 
 
 def _langevin(rng_key, x, t, prior, potential_grad, lipschitz, config):
@@ -108,57 +112,67 @@ def _langevin(rng_key, x, t, prior, potential_grad, lipschitz, config):
     return x
 
 
+SAMPLERS = {variant: Sampler(f"afdps-{variant}", init, step) for variant in ("sde", "ode")}
+
+
 def afdps(
-    rng_key,
     prior,
     observation,
     *,
+    key,
     num_particles: int = 1000,
     num_steps: int = 100,
+    num_islands: int = 1,
     variant: str = "sde",
     ess_threshold: float = 0.5,
     resampling_scheme: str = "systematic",
     langevin_step: float = 0.1,
     langevin_steps: int = 1,
     devices: int | None = None,
+    progress_bar: bool | None = None,
 ):
     """Sample ``p(x | y)`` with AFDPS; returns a :class:`~ppl.smc.diffusion.DiffusionResult`.
 
     Args:
-        rng_key: a ``jax.random`` key.
         prior: a :class:`~ppl.smc.diffusion.DiffusionPrior`.
         observation: from :func:`~ppl.smc.diffusion.measurement` (linear or nonlinear ``A``).
-        num_particles: ``N`` (a multiple of ``devices``).
+        key: a ``jax.random`` key; island ``j`` uses ``fold_in(key, j)``.
+        num_particles: ``N``, all islands together (a multiple of ``num_islands``).
         num_steps: steps of the shared time grid ``prior.schedule.timesteps(num_steps)``.
+        num_islands: independent particle systems of ``N / num_islands`` particles, merged
+            by evidence (a setting of the algorithm: the result does not depend on devices).
         variant: ``"sde"`` or ``"ode"`` (probability-flow predictor + Langevin corrector).
         ess_threshold: resample when ``ESS < ess_threshold * N``.
         resampling_scheme: a name in :data:`ppl.smc.resampling.SCHEMES`.
         langevin_step, langevin_steps: the ODE variant's corrector (step in units of ``1/L``).
-        devices: run one independent particle system per device and merge them by evidence.
+        devices: devices to spread the islands over (``None``: all, at most one per island).
+        progress_bar: ``None`` shows a bar in an interactive terminal.
 
     Example:
         >>> import jax, jax.numpy as jnp
         >>> from ppl.smc.diffusion import GaussianMixture, afdps, measurement, vp
         >>> gmm = GaussianMixture(jnp.ones(2), jnp.array([[-2.0, 0.0], [2.0, 0.0]]))
         >>> obs = measurement(jnp.array([[1.0, 0.0]]), jnp.array([1.0]), noise_std=0.5)
-        >>> result = afdps(jax.random.key(0), gmm.diffusion_prior(vp()), obs, num_particles=200, num_steps=20)
+        >>> prior = gmm.diffusion_prior(vp())
+        >>> result = afdps(prior, obs, key=jax.random.key(0), num_particles=200, num_steps=20)
         >>> result.particles.shape
         (200, 2)
     """
     if variant not in ("sde", "ode"):
         raise ValueError(f"variant must be 'sde' or 'ode', got {variant!r}")
     check_settings("afdps", ess_threshold=ess_threshold, resampling_scheme=resampling_scheme)
-    config = _Config(
+    config = Config(
         variant, float(ess_threshold), resampling_scheme, float(langevin_step), int(langevin_steps)
     )
     return run(
-        _island,
-        rng_key,
+        SAMPLERS[variant],
+        key,
         prior,
         observation,
         config,
-        method=f"afdps-{variant}",
         num_particles=num_particles,
         num_steps=num_steps,
+        num_islands=num_islands,
         devices=devices,
+        progress_bar=progress_bar,
     )

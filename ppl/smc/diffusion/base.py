@@ -1,18 +1,29 @@
-"""What every diffusion posterior sampler shares: the reverse kernel, the particle loop,
-islands over devices, and the result object.
+"""What every diffusion posterior sampler shares: the reverse kernel, the driver, the result.
 
-A sampler is an *island* function ``island(rng_key, prior, observation, config, times, n)``
-returning an :class:`IslandOutput` for ``n`` particles on the time grid ``times``.
-:func:`run` maps islands over devices (:func:`ppl.parallel.map_chains`, one island per
-device) and merges them exactly: island
-``j``'s normalised weights are multiplied by its evidence estimate ``Z_j`` (independent
-SMC runs combine that way), and the merged evidence is the mean of the ``Z_j``.
+A sampler is a :class:`Sampler`: pure functions for one island (an independent particle
+system of ``n`` particles),
+
+* ``init(rng_key, prior, observation, config, times, n) -> state``,
+* ``step(rng_key, state, prior, observation, config, t, t_next, final) -> (state, StepInfo)``,
+* optionally ``finalize(rng_key, state, config) -> (particles, log_weights, log_evidence)``,
+
+whose state has ``particles``, ``log_weights`` (normalised) and ``log_evidence`` fields.
+:func:`run` is the driver: it runs ``num_islands`` islands (a setting of the algorithm,
+spread over the devices by the runtime) over the grid ``prior.schedule.timesteps(num_steps)``
+in the runtime's chunked loop, the last step (to ``t = 0``, where a network may not be
+defined) as a separate static branch, and merges the islands exactly: island ``j``'s
+normalised weights are multiplied by its evidence estimate ``Z_j`` (independent SMC runs
+combine that way), and the merged evidence is the mean of the ``Z_j``. Island ``j`` uses
+``fold_in(key, j)`` and step ``i`` of an island ``fold_in(island_key, i)``, so the same key
+gives bit-identical particles on any number of devices.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import warnings
-from functools import partial
+from collections.abc import Callable
 from typing import NamedTuple
 
 import jax
@@ -20,23 +31,41 @@ import jax.numpy as jnp
 import numpy as np
 from jax.scipy.special import logsumexp
 
-from ppl.parallel import map_chains
+from ppl.runtime.devices import DevicePlan, map_replicas, plan_devices, to_host
+from ppl.runtime.keys import replica_keys, validate_key
+from ppl.runtime.loop import scan_in_chunks
+from ppl.runtime.results import WeightedSamples
 from ppl.smc import resampling
 from ppl.smc.diffusion.operators import Measurement
 from ppl.smc.diffusion.prior import DiffusionPrior
 
-__all__ = ["DiffusionResult", "IslandOutput", "check_settings", "ddim_moments", "run", "scan_steps"]
+__all__ = [
+    "DiffusionResult",
+    "Sampler",
+    "StepInfo",
+    "check_settings",
+    "ddim_moments",
+    "ddim_moments_from_denoised",
+    "reweight_then_maybe_resample",
+    "run",
+]
 
 
-class IslandOutput(NamedTuple):
-    """One island's result: particles ``(n, d)``, normalised log-weights ``(n,)``,
-    log-evidence ``()``, ESS before each resampling decision ``(K,)``, resampled ``(K,)``."""
+class StepInfo(NamedTuple):
+    """One step of one island: the ESS after reweighting ``()`` and whether it resampled."""
 
-    particles: jax.Array
-    log_weights: jax.Array
-    log_evidence: jax.Array
     ess: jax.Array
     resampled: jax.Array
+
+
+class Sampler(NamedTuple):
+    """A diffusion posterior sampler as pure functions (see the module docstring)."""
+
+    name: str
+    init: Callable
+    step: Callable
+    finalize: Callable | None = None
+    has_evidence: bool = True
 
 
 def ddim_moments(prior: DiffusionPrior, x, t, t_next, eta):
@@ -64,26 +93,6 @@ def ddim_moments_from_denoised(prior: DiffusionPrior, x, denoised, t, t_next, et
     return mean, std, denoised
 
 
-def scan_steps(step, carry, rng_key, times: tuple):
-    """Run ``step(key, carry, t, t_next, final) -> (carry, info)`` over the grid ``times``.
-
-    All but the last step run in one ``lax.scan``; the last one (to ``t = 0``, where a
-    network may not be defined) runs with ``final=True`` as a separate static branch.
-    Infos are stacked along a leading axis of length ``len(times) - 1``.
-    """
-    times = np.asarray(times, np.float32)
-    keys = jax.random.split(rng_key, len(times) - 1)
-
-    def body(carry, xs):
-        key, t, t_next = xs
-        return step(key, carry, t, t_next, False)
-
-    carry, infos = jax.lax.scan(body, carry, (keys[:-1], jnp.asarray(times[:-2]), jnp.asarray(times[1:-1])))
-    carry, last = step(keys[-1], carry, jnp.asarray(times[-2]), jnp.asarray(times[-1]), True)
-    infos = jax.tree.map(lambda many, one: jnp.concatenate([many, one[None]]), infos, last)
-    return carry, infos
-
-
 def reweight_then_maybe_resample(rng_key, particles, log_weights, increments, threshold, scheme):
     """Add incremental log-weights, record the ESS, resample if it is below ``threshold * n``.
 
@@ -98,16 +107,6 @@ def reweight_then_maybe_resample(rng_key, particles, log_weights, increments, th
     return particles, log_weights, log_increment, ess, resampled
 
 
-@partial(jax.jit, static_argnames=("island", "config", "times", "num_islands", "particles_per_island"))
-def _run_islands(rng_key, prior, observation, *, island, config, times, num_islands, particles_per_island):
-    def one(key, shared):
-        prior, observation = shared
-        return island(key, prior, observation, config, times, particles_per_island)
-
-    keys = jax.random.split(rng_key, num_islands)
-    return map_chains(one, num_islands, vectorized=True)(keys, (prior, observation))
-
-
 def check_settings(method: str, *, eta=None, stochastic=True, ess_threshold=None, resampling_scheme=None):
     """Validate the options samplers share; ``stochastic`` samplers need ``eta > 0``."""
     if eta is not None and not ((0 < eta if stochastic else 0 <= eta) and eta <= 1):
@@ -119,10 +118,7 @@ def check_settings(method: str, *, eta=None, stochastic=True, ess_threshold=None
         resampling.check_scheme(resampling_scheme)
 
 
-def check_inputs(
-    prior: DiffusionPrior, observation: Measurement, num_particles: int, num_steps: int, devices
-):
-    """Validate what every sampler receives; return the number of islands."""
+def _check_inputs(prior, observation, num_particles: int, num_steps: int, num_islands: int) -> None:
     if not isinstance(prior, DiffusionPrior):
         raise TypeError(f"prior must be a ppl.smc.diffusion.DiffusionPrior, got {type(prior).__name__}")
     if not isinstance(observation, Measurement):
@@ -136,91 +132,106 @@ def check_inputs(
         )
     if int(num_steps) < 2:
         raise ValueError(f"num_steps must be >= 2, got {num_steps}")
-    num_islands = 1 if devices is None else int(devices)
-    if not 1 <= num_islands <= jax.local_device_count():
+    if int(num_particles) < 1 or int(num_particles) % int(num_islands):
         raise ValueError(
-            f"devices must be between 1 and {jax.local_device_count()} (local devices), got {devices}"
+            f"num_particles ({num_particles}) must be a positive multiple of num_islands ({num_islands})"
         )
-    if int(num_particles) < 1 or int(num_particles) % num_islands:
-        raise ValueError(
-            f"num_particles ({num_particles}) must be a positive multiple of devices ({num_islands})"
-        )
-    return num_islands
 
 
-def run(
-    island,
-    rng_key,
-    prior,
-    observation,
-    config,
-    *,
-    method,
-    num_particles,
-    num_steps,
-    devices,
-    has_evidence=True,
-):
-    """Run ``island`` on the grid ``prior.schedule.timesteps(num_steps)`` on every device and
-    merge; returns a :class:`DiffusionResult`."""
-    num_islands = check_inputs(prior, observation, num_particles, num_steps, devices)
-    out = _run_islands(
-        rng_key,
-        prior,
-        observation,
-        island=island,
-        config=config,
-        times=tuple(float(t) for t in prior.schedule.timesteps(num_steps)),
-        num_islands=num_islands,
-        particles_per_island=int(num_particles) // num_islands,
-    )
-    log_z = out.log_evidence  # (islands,)
-    merged = out.log_weights + (log_z - logsumexp(log_z))[:, None]
-    result = DiffusionResult(
-        method=method,
-        particles=out.particles.reshape(-1, prior.dim),
-        log_weights=merged.reshape(-1),
-        log_evidence=(logsumexp(log_z) - jnp.log(num_islands)) if has_evidence else jnp.nan,
-        ess=jnp.sum(out.ess, axis=0),
-        num_resampling=jnp.sum(out.resampled),
-        num_islands=num_islands,
-    )
-    result.warn_if_degenerate()
-    return result
+# --------------------------------------------------------------- the programs
+# The sampler, its config, the device plan and the particle count are static (hashed by
+# value); the prior, the measurement and the time grid are data, so a new network, a new
+# mixture or a new observation of the same shape never recompiles.
 
 
-class DiffusionResult:
-    """Weighted posterior particles from a diffusion sampler.
+@functools.partial(jax.jit, static_argnames=("sampler", "config", "plan", "num_particles"))
+def _init_islands(keys, prior, observation, times, *, sampler, config, plan, num_particles):
+    def one(key, shared):
+        prior, observation, times = shared
+        return sampler.init(key, prior, observation, config, times, num_particles)
+
+    return map_replicas(one, plan)(keys, (prior, observation, times))
+
+
+def _steps(sampler, config, final):
+    def one(per_island, shared):
+        state, key = per_island
+        prior, observation, (indices, times, times_next) = shared
+
+        def body(state, x):
+            index, t, t_next = x
+            return sampler.step(
+                jax.random.fold_in(key, index), state, prior, observation, config, t, t_next, final
+            )
+
+        state, infos = jax.lax.scan(body, state, (indices, times, times_next))
+        return (state, key), infos
+
+    return one
+
+
+@functools.partial(jax.jit, static_argnames=("sampler", "config", "plan"))
+def _advance(carry, xs, prior, observation, *, sampler, config, plan):
+    """Every island through the steps ``xs = (indices, t, t_next)`` of one chunk."""
+    return map_replicas(_steps(sampler, config, False), plan)(carry, (prior, observation, xs))
+
+
+@functools.partial(jax.jit, static_argnames=("sampler", "config", "plan"))
+def _finish(carry, xs, prior, observation, *, sampler, config, plan):
+    """The last step (to ``t = 0``), then ``(particles, log_weights, log_evidence)`` per island."""
+
+    def one(per_island, shared):
+        (state, key), infos = _steps(sampler, config, True)(per_island, shared)
+        if sampler.finalize is None:
+            return (state.particles, state.log_weights, state.log_evidence), infos
+        after_last_step = shared[2][0][-1] + 1
+        return sampler.finalize(jax.random.fold_in(key, after_last_step), state, config), infos
+
+    return map_replicas(one, plan)(carry, (prior, observation, xs))
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class DiffusionResult(WeightedSamples):
+    """Weighted posterior particles from a diffusion sampler (a
+    :class:`~ppl.runtime.results.WeightedSamples` with ``samples = {"x": particles}``).
 
     Attributes:
         method: the sampler's name.
         particles: ``(N, d)``.
         log_weights: normalised log-weights ``(N,)`` (``weights`` gives them exponentiated).
         log_evidence: estimate of ``log p(y)`` (NaN where the method defines none).
-        ess: effective sample size after each step's reweighting ``(num_steps,)``,
-            summed over islands.
-        num_resampling: resampling events, all islands together.
-        num_islands: independent particle systems merged (one per device).
+        sample_stats: ``ess`` and ``resampled`` per island and step ``(num_islands, num_steps)``.
+        log_likelihood: ``{"y": log N(y_k; A(x)_k, sigma_y^2)}`` per particle and entry of ``y``.
+        num_islands: independent particle systems merged.
     """
 
-    def __init__(self, method, particles, log_weights, log_evidence, ess, num_resampling, num_islands):
-        self.method, self.particles, self.log_weights = method, particles, log_weights
-        self.log_evidence, self.ess = log_evidence, ess
-        self.num_resampling, self.num_islands = num_resampling, num_islands
+    method: str
+    num_islands: int
 
     @property
-    def weights(self) -> jax.Array:
-        return jnp.exp(self.log_weights)
+    def particles(self) -> np.ndarray:
+        return self.samples["x"]
 
     @property
-    def final_ess(self) -> float:
-        return float(resampling.ess(self.log_weights))
+    def ess_history(self) -> np.ndarray:
+        """ESS after each step's reweighting, summed over islands ``(num_steps,)``."""
+        return np.sum(self.sample_stats["ess"], axis=0)
+
+    @property
+    def num_resampling(self) -> int:
+        """Resampling events, all islands and steps together."""
+        return int(np.sum(self.sample_stats["resampled"]))
+
+    def sample(self, rng_key, num_samples: int | None = None) -> np.ndarray:
+        """Equally weighted draws ``(num_samples, d)`` by systematic resampling of the final weights."""
+        return self.particles[self.resample_indices(rng_key, num_samples)]
 
     def warn_if_degenerate(self, fraction: float = 0.1) -> None:
-        """Warn, with the ESS history, when the ESS fell below ``fraction * N`` at some step."""
-        num = self.particles.shape[0]
-        ess = np.asarray(self.ess)
-        if not np.all(np.isfinite(np.asarray(self.particles))) or not np.all(np.isfinite(ess)):
+        """Raise on non-finite particles; warn, with the ESS history, when the ESS fell
+        below ``fraction * N`` at some step."""
+        num = self.num_particles
+        ess = self.ess_history
+        if not np.all(np.isfinite(self.particles)) or not np.all(np.isfinite(ess)):
             raise FloatingPointError(
                 f"{self.method}: non-finite particles or weights (ESS history {np.round(ess, 1).tolist()}); "
                 "check the network's output near t = 0 and the noise level"
@@ -230,28 +241,84 @@ class DiffusionResult:
             warnings.warn(
                 f"{self.method}: weight collapse at {low.size} of {ess.size} steps (ESS < {fraction:.0%} of "
                 f"N = {num}); minimum ESS {ess.min():.1f} at step {int(ess.argmin())}, final ESS "
-                f"{self.final_ess:.1f}, {int(self.num_resampling)} resampling events. ESS history: "
+                f"{self.ess:.1f}, {self.num_resampling} resampling events. ESS history: "
                 f"{np.round(ess, 1).tolist()}",
                 RuntimeWarning,
                 stacklevel=3,
             )
 
-    def sample(self, rng_key, num_samples: int | None = None) -> jax.Array:
-        """Equally weighted draws ``(num_samples, d)`` by systematic resampling of the final weights."""
-        index = resampling.resample(rng_key, self.log_weights, "systematic", num_samples)
-        return self.particles[index]
 
-    def to_arviz(self, rng_key, num_samples: int | None = None):
-        """``InferenceData`` with the resampled draws as ``posterior.x`` (chain 1, dim ``x_dim``);
-        the log-evidence, ESS history and resampling count are attributes of the posterior group."""
-        from ppl.arviz import from_groups, to_dataset
+@jax.jit
+def _pointwise_log_likelihood(observation: Measurement, particles):
+    return jax.vmap(observation.pointwise_log_likelihood)(particles)
 
-        draws = np.asarray(self.sample(rng_key, num_samples))[None]
-        posterior = to_dataset({"x": draws}, {"x": ("x_dim",)}, {"x_dim": np.arange(draws.shape[-1])})
-        posterior.attrs.update(
-            sampler=self.method,
-            log_evidence=float(self.log_evidence),
-            ess=np.asarray(self.ess, np.float64),
-            num_resampling=int(self.num_resampling),
-        )
-        return from_groups({"posterior": posterior})
+
+def run(
+    sampler: Sampler,
+    key,
+    prior,
+    observation,
+    config,
+    *,
+    num_particles: int,
+    num_steps: int,
+    num_islands: int,
+    devices,
+    progress_bar,
+) -> DiffusionResult:
+    """Run ``sampler`` on ``num_islands`` islands of ``num_particles / num_islands`` particles
+    over ``prior.schedule.timesteps(num_steps)``; merge; warn on weight collapse."""
+    key = validate_key(key)
+    plan: DevicePlan = plan_devices(num_islands, devices, replicas="num_islands")
+    _check_inputs(prior, observation, num_particles, num_steps, num_islands)
+    times = np.asarray(prior.schedule.timesteps(int(num_steps)), np.float32)
+    keys = jax.vmap(jax.random.split)(replica_keys(key, plan.padded_replicas))
+    statics = {"sampler": sampler, "config": config, "plan": plan}
+    states = _init_islands(
+        keys[:, 0],
+        prior,
+        observation,
+        times,
+        num_particles=int(num_particles) // num_islands,
+        **statics,
+    )
+    indices = np.arange(len(times) - 1, dtype=np.int32)
+    xs = (indices[:-1], times[:-2], times[1:-1])
+    carry, infos = scan_in_chunks(
+        functools.partial(_advance, prior=prior, observation=observation, **statics),
+        (states, keys[:, 1]),
+        xs,
+        progress_bar=progress_bar,
+        description=sampler.name,
+        step_axis=1,
+    )
+    last = (indices[-1:], times[-2:-1], times[-1:])
+    (particles, log_weights, log_z), last_infos = to_host(_finish(carry, last, prior, observation, **statics))
+    infos = (
+        last_infos
+        if infos is None
+        else jax.tree.map(lambda many, one: np.concatenate([many, one], axis=1), infos, last_infos)
+    )
+    particles, log_weights, log_z = particles[:num_islands], log_weights[:num_islands], log_z[:num_islands]
+    merged = log_weights + (log_z - logsumexp(log_z))[:, None]
+    particles = particles.reshape(-1, prior.dim)
+    result = DiffusionResult(
+        samples={"x": particles},
+        log_weights=merged.reshape(-1),
+        log_evidence=float(logsumexp(log_z) - np.log(num_islands)) if sampler.has_evidence else float("nan"),
+        sample_stats={name: value[:num_islands] for name, value in infos._asdict().items()},
+        stats_dims={name: ("island", "diffusion_step") for name in StepInfo._fields},
+        log_likelihood={"y": to_host(_pointwise_log_likelihood(observation, particles))},
+        observed_data={"y": np.asarray(observation.y)},
+        dims={"x": ("x_dim",), "y": ("y_dim",)},
+        attrs={
+            "inference": "diffusion_smc",
+            "sampler": sampler.name,
+            "num_islands": num_islands,
+            "num_devices": plan.num_devices,
+        },
+        method=sampler.name,
+        num_islands=num_islands,
+    )
+    result.warn_if_degenerate()
+    return result

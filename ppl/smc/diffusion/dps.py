@@ -16,62 +16,78 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from ppl.smc.diffusion.base import IslandOutput, check_settings, ddim_moments_from_denoised, run, scan_steps
+from ppl.smc.diffusion.base import Sampler, StepInfo, check_settings, ddim_moments_from_denoised, run
 
-__all__ = ["dps"]
+__all__ = ["Config", "State", "dps", "init", "step"]
 
 
-class _Config(NamedTuple):
+class Config(NamedTuple):
+    """Static configuration of :func:`dps`."""
+
     eta: float
     guidance_scale: float
 
 
-def _island(rng_key, prior, observation, config: _Config, times: tuple, n):
-    def misfit(x, t):
+class State(NamedTuple):
+    """One island of independent chains: particles ``(n, d)``, equal log-weights ``(n,)``,
+    no evidence (``0``)."""
+
+    particles: jax.Array
+    log_weights: jax.Array
+    log_evidence: jax.Array
+
+
+def init(rng_key, prior, observation, config: Config, times, num_particles: int) -> State:
+    """``n`` draws from the noise end."""
+    n = num_particles
+    return State(prior.sample_initial(rng_key, n), jnp.full(n, -jnp.log(n)), jnp.zeros(()))
+
+
+def step(rng_key, state: State, prior, observation, config: Config, t, t_next, final: bool):
+    """A DDPM step, then a gradient step on ``||y - A(D(x, t))||``; to ``t = 0``: ``D(x, t)``."""
+
+    def misfit(x):
         denoised = prior.denoise(x, t)
         return jnp.linalg.norm(observation.y - observation.apply(denoised)), denoised
 
-    misfit_grad = jax.vmap(jax.grad(misfit, has_aux=True), in_axes=(0, None))
-    moments = jax.vmap(
-        lambda x, d, t, t_next: ddim_moments_from_denoised(prior, x, d, t, t_next, config.eta),
-        in_axes=(0, 0, None, None),
+    n = state.particles.shape[0]
+    grad, denoised = jax.vmap(jax.grad(misfit, has_aux=True))(state.particles)
+    if final:
+        return state._replace(particles=denoised), StepInfo(jnp.float32(n), jnp.array(False))
+    mean, std, _ = jax.vmap(lambda x, d: ddim_moments_from_denoised(prior, x, d, t, t_next, config.eta))(
+        state.particles, denoised
     )
-    init_key, loop_key = jax.random.split(rng_key)
+    x = mean + std[:, None] * jax.random.normal(rng_key, mean.shape) - config.guidance_scale * grad
+    return state._replace(particles=x), StepInfo(jnp.float32(n), jnp.array(False))
 
-    def step(key, x, t, t_next, final):
-        grad, denoised = misfit_grad(x, t)
-        if final:
-            return denoised, jnp.float32(n)
-        mean, std, _ = moments(x, denoised, t, t_next)
-        x = mean + std[:, None] * jax.random.normal(key, x.shape) - config.guidance_scale * grad
-        return x, jnp.float32(n)
 
-    x, ess = scan_steps(step, prior.sample_initial(init_key, n), loop_key, times)
-    return IslandOutput(x, jnp.full(n, -jnp.log(n)), jnp.float32(0.0), ess, jnp.zeros(ess.shape, bool))
+SAMPLER = Sampler("dps", init, step, has_evidence=False)
 
 
 def dps(
-    rng_key,
     prior,
     observation,
     *,
+    key,
     num_particles: int = 1000,
     num_steps: int = 100,
+    num_islands: int = 1,
     guidance_scale: float = 1.0,
     eta: float = 1.0,
     devices: int | None = None,
+    progress_bar: bool | None = None,
 ):
     """Approximate posterior draws with DPS (any differentiable ``A``); returns a
     :class:`~ppl.smc.diffusion.DiffusionResult` with equal weights and NaN evidence.
 
     Args:
-        rng_key: a ``jax.random`` key.
         prior: a :class:`~ppl.smc.diffusion.DiffusionPrior` (differentiated through).
         observation: from :func:`~ppl.smc.diffusion.measurement`.
+        key: a ``jax.random`` key.
         num_particles: number of independent chains.
         guidance_scale: ``zeta``, the step on ``grad ||y - A(D(x))||``; ``0`` samples the prior.
         eta: the reverse kernel's stochasticity (``1``: DDPM).
-        num_steps, devices: as in :func:`~ppl.smc.diffusion.afdps`.
+        num_steps, num_islands, devices, progress_bar: as in :func:`~ppl.smc.diffusion.afdps`.
 
     Example:
         >>> import jax, jax.numpy as jnp
@@ -79,22 +95,22 @@ def dps(
         >>> gmm = GaussianMixture(jnp.ones(2), jnp.array([[-2.0, 0.0], [2.0, 0.0]]))
         >>> obs = measurement(jnp.array([[1.0, 0.0]]), jnp.array([1.0]), noise_std=0.5)
         >>> prior = gmm.diffusion_prior(vp())
-        >>> dps(jax.random.key(0), prior, obs, num_particles=100, num_steps=10).particles.shape
+        >>> dps(prior, obs, key=jax.random.key(0), num_particles=100, num_steps=10).particles.shape
         (100, 2)
     """
     check_settings("dps", eta=eta, stochastic=False)
     if not guidance_scale >= 0:
         raise ValueError(f"guidance_scale must be >= 0, got {guidance_scale}")
-    config = _Config(float(eta), float(guidance_scale))
+    config = Config(float(eta), float(guidance_scale))
     return run(
-        _island,
-        rng_key,
+        SAMPLER,
+        key,
         prior,
         observation,
         config,
-        method="dps",
         num_particles=num_particles,
         num_steps=num_steps,
+        num_islands=num_islands,
         devices=devices,
-        has_evidence=False,
+        progress_bar=progress_bar,
     )

@@ -30,108 +30,145 @@ import jax
 import jax.numpy as jnp
 
 from ppl.smc import resampling
-from ppl.smc.diffusion.base import IslandOutput, check_settings, ddim_moments, run, scan_steps
+from ppl.smc.diffusion.base import Sampler, StepInfo, check_settings, ddim_moments, run
 from ppl.smc.diffusion.mcgdiff import kalman_move, predictive_log_likelihood, row_space_observation
 from ppl.smc.diffusion.operators import Measurement
 
-__all__ = ["fps"]
+__all__ = ["Config", "State", "finalize", "fps", "init", "step"]
 
 
-class _Config(NamedTuple):
+class Config(NamedTuple):
+    """Static configuration of :func:`fps`."""
+
     eta: float
     c_rate: float
     particles_per_filter: int
     scheme: str
 
 
-def _filter(rng_key, prior, observation, config: _Config, times: tuple):
-    """One filter: returns ``(one draw (d,), ESS trace (K,))``."""
-    m = config.particles_per_filter
-    operator, y_bar, v = row_space_observation(observation)
-    s = operator.singular_values
-    schedule = prior.schedule
-    grid = jnp.asarray(times)
-    path_key, init_key, loop_key, pick_key = jax.random.split(rng_key, 4)
+class State(NamedTuple):
+    """One island of ``n`` independent filters of ``m`` particles: particles ``(n, m, d)``,
+    each filter's measurement path in the SVD basis ``(n, K + 1, r)``, the index of the
+    current step on the path ``()``, and each filter's last log-weights ``(n, m)``."""
 
-    # The measurement path in the SVD basis: ybar_t = alpha_t ybar + sigma_t zeta_t.
+    particles: jax.Array
+    path: jax.Array
+    index: jax.Array
+    filter_log_weights: jax.Array
+
+
+def _measurement_path(rng_key, prior, observation, config: Config, times):
+    """``ybar_t = alpha_t ybar + sigma_t zeta_t`` on the grid, ``zeta`` a backward bridge ``(K + 1, r)``."""
+    _, y_bar, _ = row_space_observation(observation)
+
     def bridge(zeta, key):
         zeta = config.c_rate * zeta + jnp.sqrt(1 - config.c_rate**2) * jax.random.normal(key, zeta.shape)
         return zeta, zeta
 
-    first_key, bridge_key = jax.random.split(path_key)
-    zeta_max = jax.random.normal(first_key, s.shape)
-    _, zetas = jax.lax.scan(bridge, zeta_max, jax.random.split(bridge_key, len(times) - 1))
+    first_key, bridge_key = jax.random.split(rng_key)
+    zeta_max = jax.random.normal(first_key, y_bar.shape)
+    _, zetas = jax.lax.scan(bridge, zeta_max, jax.random.split(bridge_key, times.shape[0] - 1))
     zetas = jnp.concatenate([zeta_max[None], zetas])
-    path = schedule.alpha(grid)[:, None] * y_bar + schedule.sigma(grid)[:, None] * zetas  # (K + 1, r)
+    schedule = prior.schedule
+    return schedule.alpha(times)[:, None] * y_bar + schedule.sigma(times)[:, None] * zetas
 
-    # Start from p_{t_max}(x) N(y_{t_max}; A x, (alpha sigma_y)^2): exact for a Gaussian(-mixture) noise end.
-    alpha_max = schedule.alpha(grid[0])
-    start = Measurement(operator, operator.left @ (s * path[0]), alpha_max * observation.noise_std, prior.dim)
-    stage = prior.noise_end.posterior(start)
-    x = stage.sample(init_key, m)
-    moments = jax.vmap(
-        lambda x, t, t_next: ddim_moments(prior, x, t, t_next, config.eta), in_axes=(0, None, None)
+
+def _init_filter(rng_key, prior, observation, config: Config, times):
+    """One filter's path, and ``m`` particles from ``p_{t_max}(x) N(y_{t_max}; A x, (alpha sigma_y)^2)``
+    (exact for a Gaussian(-mixture) noise end)."""
+    path_key, init_key = jax.random.split(rng_key)
+    path = _measurement_path(path_key, prior, observation, config, times)
+    operator = observation.forward
+    alpha_max = prior.schedule.alpha(times[0])
+    start = Measurement(
+        operator,
+        operator.left @ (operator.singular_values * path[0]),
+        alpha_max * observation.noise_std,
+        prior.dim,
     )
-
-    def step(key, carry, t, t_next, final):
-        x, index = carry
-        resample_key, move_key = jax.random.split(key)
-        mean, std, denoised = moments(x, t, t_next)
-        if final:
-            log_weights = resampling.normalize(jax.vmap(observation.log_likelihood)(denoised))
-            return (denoised, index + 1), (resampling.ess(log_weights), log_weights)
-        target, target_var = path[index + 1], schedule.alpha(t_next) ** 2 * v
-        log_predictive = predictive_log_likelihood(operator, mean, std, target, target_var)
-        log_weights = resampling.normalize(log_predictive)
-        ancestors = resampling.resample(resample_key, log_weights, config.scheme)
-        x_next = kalman_move(move_key, operator, mean[ancestors], std[ancestors], target, target_var)
-        return (x_next, index + 1), (resampling.ess(log_weights), jnp.full(m, -jnp.log(m)))
-
-    (x, _), (ess, log_weights) = scan_steps(step, (x, 0), loop_key, times)
-    pick = resampling.resample(pick_key, log_weights[-1], config.scheme, 1)[0]
-    return x[pick], ess
+    particles = prior.noise_end.posterior(start).sample(init_key, config.particles_per_filter)
+    return particles, path
 
 
-def _island(rng_key, prior, observation, config: _Config, times: tuple, n):
-    draws, ess = jax.vmap(lambda key: _filter(key, prior, observation, config, times))(
-        jax.random.split(rng_key, n)
+def init(rng_key, prior, observation, config: Config, times, num_particles: int) -> State:
+    """``num_particles`` independent filters, each with its own measurement path."""
+    m = config.particles_per_filter
+    particles, path = jax.vmap(lambda key: _init_filter(key, prior, observation, config, times))(
+        jax.random.split(rng_key, num_particles)
     )
-    # Filters are independent and each returns one equally weighted draw.
-    return IslandOutput(
-        draws,
-        jnp.full(n, -jnp.log(n)),
-        jnp.float32(0.0),
-        jnp.mean(ess, 0) * n / config.particles_per_filter,
-        jnp.ones(ess.shape[1], bool),
+    return State(particles, path, jnp.zeros((), jnp.int32), jnp.full((num_particles, m), -jnp.log(m)))
+
+
+def _filter_step(rng_key, x, path, index, prior, observation, config: Config, t, t_next, final):
+    operator, _, v = row_space_observation(observation)
+    m = config.particles_per_filter
+    resample_key, move_key = jax.random.split(rng_key)
+    mean, std, denoised = jax.vmap(lambda x: ddim_moments(prior, x, t, t_next, config.eta))(x)
+    if final:
+        log_weights = resampling.normalize(jax.vmap(observation.log_likelihood)(denoised))
+        return denoised, log_weights, resampling.ess(log_weights)
+    target, target_var = path[index + 1], prior.schedule.alpha(t_next) ** 2 * v
+    log_weights = resampling.normalize(predictive_log_likelihood(operator, mean, std, target, target_var))
+    ancestors = resampling.resample(resample_key, log_weights, config.scheme)
+    x_next = kalman_move(move_key, operator, mean[ancestors], std[ancestors], target, target_var)
+    return x_next, jnp.full(m, -jnp.log(m)), resampling.ess(log_weights)
+
+
+def step(rng_key, state: State, prior, observation, config: Config, t, t_next, final: bool):
+    """Every filter: predictive weights for ``y_{t_next}``, resampling, the Kalman move
+    (at ``t = 0``: weights by the true likelihood, kept for :func:`finalize`)."""
+    n = state.particles.shape[0]
+    particles, log_weights, ess = jax.vmap(
+        lambda key, x, path: _filter_step(
+            key, x, path, state.index, prior, observation, config, t, t_next, final
+        )
+    )(jax.random.split(rng_key, n), state.particles, state.path)
+    info = StepInfo(jnp.mean(ess) * n / config.particles_per_filter, jnp.array(True))
+    return State(particles, state.path, state.index + 1, log_weights), info
+
+
+def finalize(rng_key, state: State, config: Config):
+    """One draw per filter, by its final weights: ``(particles (n, d), uniform log-weights, 0)``."""
+    n = state.particles.shape[0]
+    picks = jax.vmap(lambda key, log_w: resampling.resample(key, log_w, config.scheme, 1)[0])(
+        jax.random.split(rng_key, n), state.filter_log_weights
     )
+    draws = state.particles[jnp.arange(n), picks]
+    return draws, jnp.full(n, -jnp.log(n)), jnp.zeros((), draws.dtype)
+
+
+SAMPLER = Sampler("fps", init, step, finalize, has_evidence=False)
 
 
 def fps(
-    rng_key,
     prior,
     observation,
     *,
+    key,
     num_particles: int = 1000,
     num_steps: int = 100,
+    num_islands: int = 1,
     particles_per_filter: int = 5,
     eta: float = 1.0,
     c_rate: float = 0.95,
     resampling_scheme: str = "multinomial",
     devices: int | None = None,
+    progress_bar: bool | None = None,
 ):
     """Sample ``p(x | y)`` with FPS-SMC (linear ``A`` only).
 
     Returns a :class:`~ppl.smc.diffusion.DiffusionResult`.
 
     Args:
-        rng_key: a ``jax.random`` key.
         prior: a :class:`~ppl.smc.diffusion.DiffusionPrior` (no network gradients needed).
         observation: from :func:`~ppl.smc.diffusion.measurement` with a linear operator.
+        key: a ``jax.random`` key.
         num_particles: number of draws = number of independent filters.
         particles_per_filter: particles inside each filter (the paper's ``M``, default 5).
         eta: stochasticity of the DDIM kernel (``0 < eta <= 1``).
         c_rate: correlation of the measurement path's noise between steps.
-        num_steps, resampling_scheme, devices: as in :func:`~ppl.smc.diffusion.afdps`.
+        num_steps, num_islands, resampling_scheme, devices, progress_bar: as in
+            :func:`~ppl.smc.diffusion.afdps`.
 
     The ESS trace is the mean ESS inside a filter scaled to ``N`` (``N * ESS / M``);
     FPS defines no evidence estimate (``log_evidence`` is NaN).
@@ -142,7 +179,7 @@ def fps(
         >>> gmm = GaussianMixture(jnp.ones(2), jnp.array([[-2.0, 0.0], [2.0, 0.0]]))
         >>> obs = measurement(jnp.array([[1.0, 0.0]]), jnp.array([1.0]), noise_std=0.5)
         >>> prior = gmm.diffusion_prior(vp())
-        >>> fps(jax.random.key(0), prior, obs, num_particles=100, num_steps=10).particles.shape
+        >>> fps(prior, obs, key=jax.random.key(0), num_particles=100, num_steps=10).particles.shape
         (100, 2)
     """
     observation.require_linear("fps")
@@ -151,16 +188,16 @@ def fps(
         raise ValueError(f"c_rate must be in [0, 1), got {c_rate}")
     if int(particles_per_filter) < 1:
         raise ValueError(f"particles_per_filter must be >= 1, got {particles_per_filter}")
-    config = _Config(float(eta), float(c_rate), int(particles_per_filter), resampling_scheme)
+    config = Config(float(eta), float(c_rate), int(particles_per_filter), resampling_scheme)
     return run(
-        _island,
-        rng_key,
+        SAMPLER,
+        key,
         prior,
         observation,
         config,
-        method="fps",
         num_particles=num_particles,
         num_steps=num_steps,
+        num_islands=num_islands,
         devices=devices,
-        has_evidence=False,
+        progress_bar=progress_bar,
     )

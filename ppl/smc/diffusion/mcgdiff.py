@@ -32,16 +32,37 @@ import jax
 import jax.numpy as jnp
 
 from ppl.smc import resampling
-from ppl.smc.diffusion.base import IslandOutput, check_settings, ddim_moments, run, scan_steps
+from ppl.smc.diffusion.base import Sampler, StepInfo, check_settings, ddim_moments, run
 
-__all__ = ["mcgdiff"]
+__all__ = [
+    "Config",
+    "State",
+    "init",
+    "kalman_move",
+    "mcgdiff",
+    "predictive_log_likelihood",
+    "row_space_observation",
+    "step",
+]
 
 _LOG_2PI = jnp.log(2 * jnp.pi)
 
 
-class _Config(NamedTuple):
+class Config(NamedTuple):
+    """Static configuration of :func:`mcgdiff`."""
+
     eta: float
     scheme: str
+
+
+class State(NamedTuple):
+    """One island: particles ``(n, d)``, their log-potential ``log g_t`` ``(n,)``,
+    normalised log-weights ``(n,)``, log-evidence ``()``."""
+
+    particles: jax.Array
+    log_potential: jax.Array
+    log_weights: jax.Array
+    log_evidence: jax.Array
 
 
 def log_normal_diagonal(value, mean, variance):
@@ -78,81 +99,82 @@ def kalman_move(rng_key, operator, mean, std, target, target_variance):
     return x + jax.vmap(operator.from_row_space)(row_draw - jax.vmap(operator.to_row_space)(x))
 
 
-def _island(rng_key, prior, observation, config: _Config, times: tuple, n):
+def _potential_variance(prior, v, t):
+    return prior.schedule.sigma(t) ** 2 + prior.schedule.alpha(t) ** 2 * v
+
+
+def _log_potential(prior, observation, x, t):
+    """``log g_t(x)`` per particle ``(n,)`` (see the module docstring)."""
     operator, y_bar, v = row_space_observation(observation)
-    schedule = prior.schedule
-    moments = jax.vmap(
-        lambda x, t, t_next: ddim_moments(prior, x, t, t_next, config.eta), in_axes=(0, None, None)
+    return log_normal_diagonal(
+        prior.schedule.alpha(t) * y_bar, jax.vmap(operator.to_row_space)(x), _potential_variance(prior, v, t)
     )
 
-    def potential_variance(t):
-        alpha, sigma = schedule.alpha(t), schedule.sigma(t)
-        return sigma**2 + alpha**2 * v
 
-    def log_potential(x, t):
-        return log_normal_diagonal(
-            schedule.alpha(t) * y_bar, jax.vmap(operator.to_row_space)(x), potential_variance(t)
-        )
-
-    init_key, loop_key = jax.random.split(rng_key)
-    x = prior.sample_initial(init_key, n)
-    t_max = jnp.float32(times[0])
-    log_g = log_potential(x, t_max)
+def init(rng_key, prior, observation, config: Config, times, num_particles: int) -> State:
+    """``n`` draws from the noise end, weighted by ``g_{t_max}``."""
+    n = num_particles
+    x = prior.sample_initial(rng_key, n)
+    log_g = _log_potential(prior, observation, x, times[0])
     log_weights, log_evidence = resampling.reweight(jnp.full(n, -jnp.log(n)), log_g)
+    return State(x, log_g, log_weights, log_evidence)
 
-    def step(key, carry, t, t_next, final):
-        x, log_g, log_weights, log_evidence = carry
-        resample_key, move_key = jax.random.split(key)
-        mean, std, denoised = moments(x, t, t_next)
-        if final:  # the kernel to t = 0 is the point mass at D(x): weigh by the true likelihood
-            log_weights, log_increment = resampling.reweight(
-                log_weights, jax.vmap(observation.log_likelihood)(denoised) - log_g
-            )
-            return (denoised, log_g, log_weights, log_evidence + log_increment), (
-                resampling.ess(log_weights),
-                jnp.array(False),
-            )
-        # Fully adapted: choose ancestors by the predictive weight, then move with the optimal kernel.
-        target, target_var = schedule.alpha(t_next) * y_bar, potential_variance(t_next)
-        log_predictive = predictive_log_likelihood(operator, mean, std, target, target_var)
-        log_weights, log_increment = resampling.reweight(log_weights, log_predictive - log_g)
-        ess = resampling.ess(log_weights)
-        ancestors = resampling.resample(resample_key, log_weights, config.scheme)
-        x_next = kalman_move(move_key, operator, mean[ancestors], std[ancestors], target, target_var)
-        log_weights = jnp.full(n, -jnp.log(n))
-        return (x_next, log_potential(x_next, t_next), log_weights, log_evidence + log_increment), (
-            ess,
-            jnp.array(True),
+
+def step(rng_key, state: State, prior, observation, config: Config, t, t_next, final: bool):
+    """One fully adapted step: ancestors by the predictive weight, then the optimal (Kalman) move."""
+    resample_key, move_key = jax.random.split(rng_key)
+    operator, y_bar, v = row_space_observation(observation)
+    n = state.particles.shape[0]
+    moments = jax.vmap(lambda x: ddim_moments(prior, x, t, t_next, config.eta))
+    mean, std, denoised = moments(state.particles)
+    if final:  # the kernel to t = 0 is the point mass at D(x): weigh by the true likelihood
+        log_weights, log_increment = resampling.reweight(
+            state.log_weights, jax.vmap(observation.log_likelihood)(denoised) - state.log_potential
         )
-
-    (x, _, log_weights, log_evidence), (ess, resampled) = scan_steps(
-        step, (x, log_g, log_weights, log_evidence), loop_key, times
+        new = State(denoised, state.log_potential, log_weights, state.log_evidence + log_increment)
+        return new, StepInfo(resampling.ess(log_weights), jnp.array(False))
+    target, target_var = prior.schedule.alpha(t_next) * y_bar, _potential_variance(prior, v, t_next)
+    log_predictive = predictive_log_likelihood(operator, mean, std, target, target_var)
+    log_weights, log_increment = resampling.reweight(state.log_weights, log_predictive - state.log_potential)
+    ess = resampling.ess(log_weights)
+    ancestors = resampling.resample(resample_key, log_weights, config.scheme)
+    x_next = kalman_move(move_key, operator, mean[ancestors], std[ancestors], target, target_var)
+    new = State(
+        x_next,
+        _log_potential(prior, observation, x_next, t_next),
+        jnp.full(n, -jnp.log(n)),
+        state.log_evidence + log_increment,
     )
-    return IslandOutput(x, log_weights, log_evidence, ess, resampled)
+    return new, StepInfo(ess, jnp.array(True))
+
+
+SAMPLER = Sampler("mcgdiff", init, step)
 
 
 def mcgdiff(
-    rng_key,
     prior,
     observation,
     *,
+    key,
     num_particles: int = 1000,
     num_steps: int = 100,
+    num_islands: int = 1,
     eta: float = 1.0,
     resampling_scheme: str = "systematic",
     devices: int | None = None,
+    progress_bar: bool | None = None,
 ):
     """Sample ``p(x | y)`` with MCGdiff (linear ``A`` only).
 
     Returns a :class:`~ppl.smc.diffusion.DiffusionResult`.
 
     Args:
-        rng_key: a ``jax.random`` key.
         prior: a :class:`~ppl.smc.diffusion.DiffusionPrior` (no network gradients needed).
         observation: from :func:`~ppl.smc.diffusion.measurement` with a linear operator.
+        key: a ``jax.random`` key.
         eta: stochasticity of the DDIM kernel (``0 < eta <= 1``).
-        num_particles, num_steps, resampling_scheme, devices: as in :func:`~ppl.smc.diffusion.afdps`
-            (MCGdiff resamples at every step).
+        num_particles, num_steps, num_islands, resampling_scheme, devices, progress_bar: as in
+            :func:`~ppl.smc.diffusion.afdps` (MCGdiff resamples at every step).
 
     Example:
         >>> import jax, jax.numpy as jnp
@@ -160,20 +182,21 @@ def mcgdiff(
         >>> gmm = GaussianMixture(jnp.ones(2), jnp.array([[-2.0, 0.0], [2.0, 0.0]]))
         >>> obs = measurement(jnp.array([[1.0, 0.0]]), jnp.array([1.0]), noise_std=0.5)
         >>> prior = gmm.diffusion_prior(vp())
-        >>> mcgdiff(jax.random.key(0), prior, obs, num_particles=100, num_steps=10).particles.shape
+        >>> mcgdiff(prior, obs, key=jax.random.key(0), num_particles=100, num_steps=10).particles.shape
         (100, 2)
     """
     observation.require_linear("mcgdiff")
     check_settings("mcgdiff", eta=eta, resampling_scheme=resampling_scheme)
-    config = _Config(float(eta), resampling_scheme)
+    config = Config(float(eta), resampling_scheme)
     return run(
-        _island,
-        rng_key,
+        SAMPLER,
+        key,
         prior,
         observation,
         config,
-        method="mcgdiff",
         num_particles=num_particles,
         num_steps=num_steps,
+        num_islands=num_islands,
         devices=devices,
+        progress_bar=progress_bar,
     )

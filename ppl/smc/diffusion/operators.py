@@ -164,6 +164,11 @@ class Measurement:
             jnp.log(self.noise_std) + 0.5 * jnp.log(2 * jnp.pi)
         )
 
+    def pointwise_log_likelihood(self, x):
+        """``log N(y_k; A(x)_k, noise_std^2)`` for each entry of ``y``: shape ``(d_y,)``."""
+        residual = self.y - self.apply(x)
+        return -0.5 * residual**2 / self.noise_std**2 - jnp.log(self.noise_std) - 0.5 * _LOG_2PI
+
     def log_likelihood_inflated(self, x0, extra_variance):
         """``log N(y; A(x0), sigma_y^2 I + extra_variance * A A^T)``: the likelihood when ``x``
         is ``x0`` plus ``N(0, extra_variance I)`` noise (exact for linear ``A``, via the SVD;

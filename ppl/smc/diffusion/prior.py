@@ -27,6 +27,7 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
+from ppl.smc.diffusion.mixture import GaussianMixture
 from ppl.smc.diffusion.schedule import Schedule
 
 __all__ = ["DiffusionPrior"]
@@ -74,8 +75,6 @@ class DiffusionPrior:
         self.schedule, self.dim, self.parameterisation = schedule, int(dim), named[0][: -len("_fn")]
         self.network, self.params = given[named[0]], params
         if noise_end is None:
-            from ppl.smc.diffusion.gmm import GaussianMixture
-
             t = schedule.t_max
             variance = float(schedule.alpha(t) ** 2 + schedule.sigma(t) ** 2)
             noise_end = GaussianMixture(jnp.ones(1), jnp.zeros((1, self.dim)), variance)

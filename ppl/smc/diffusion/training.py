@@ -17,7 +17,7 @@ Example:
     >>> import jax
     >>> from ppl.smc.diffusion import train_score, vp
     >>> data = jax.random.normal(jax.random.key(0), (500, 2))
-    >>> fit = train_score(jax.random.key(1), data, vp(), num_steps=200)
+    >>> fit = train_score(data, vp(), key=jax.random.key(1), num_steps=200)
     >>> fit.prior.denoise(data[0], 0.5).shape, fit.losses.shape
     ((2,), (200,))
 """
@@ -34,10 +34,13 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from ppl.runtime.cache import ByValue, by_value
+from ppl.runtime.keys import validate_key
+from ppl.runtime.loop import scan_in_chunks, strongly_typed
 from ppl.smc.diffusion.prior import DiffusionPrior
 from ppl.smc.diffusion.schedule import Schedule
 
-__all__ = ["NoiseMLP", "ScoreFit", "dsm_loss", "train_score"]
+__all__ = ["NoiseMLP", "ScoreFit", "TrainState", "dsm_loss", "train_score", "train_step"]
 
 
 @dataclass(frozen=True)
@@ -140,52 +143,71 @@ class ScoreFit(NamedTuple):
     losses: jax.Array
 
 
-@partial(
-    jax.jit, static_argnames=("network", "optimizer", "schedule", "time_sampler", "num_steps", "batch_size")
-)
-def _fit(rng_key, params, data, *, network, optimizer, schedule, time_sampler, num_steps, batch_size):
-    def step(carry, key):
-        params, opt_state = carry
-        batch_key, loss_key = jax.random.split(key)
-        batch = data[jax.random.randint(batch_key, (batch_size,), 0, data.shape[0])]
-        loss, grads = jax.value_and_grad(dsm_loss, argnums=1)(
-            network, params, loss_key, batch, schedule, time_sampler
-        )
-        updates, opt_state = optimizer.update(grads, opt_state, params)
-        return (optax.apply_updates(params, updates), opt_state), loss
+class TrainState(NamedTuple):
+    """The network's parameters and the optimiser's state."""
 
-    # the default is built here, from static arguments, so repeated calls reuse the compiled loop
-    optimizer = optimizer or optax.adam(optax.cosine_decay_schedule(1e-3, num_steps))
-    (params, _), losses = jax.lax.scan(
-        step, (params, optimizer.init(params)), jax.random.split(rng_key, num_steps)
+    params: object
+    opt_state: object
+
+
+def train_step(
+    rng_key, state: TrainState, data, *, network, optimizer, schedule: Schedule, time_sampler, batch_size: int
+) -> tuple[TrainState, jax.Array]:
+    """One optimiser step on the :func:`dsm_loss` of a minibatch drawn with replacement;
+    returns ``(state, loss)``."""
+    batch_key, loss_key = jax.random.split(rng_key)
+    batch = data[jax.random.randint(batch_key, (batch_size,), 0, data.shape[0])]
+    loss, grads = jax.value_and_grad(dsm_loss, argnums=1)(
+        network, state.params, loss_key, batch, schedule, time_sampler
     )
-    return params, losses
+    updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+    return TrainState(optax.apply_updates(state.params, updates), opt_state), loss
+
+
+@partial(jax.jit, static_argnames=("network", "optimizer", "schedule", "time_sampler", "batch_size"))
+def _advance(state, steps, data, key, *, network, optimizer: ByValue, schedule, time_sampler, batch_size):
+    def body(state, t):
+        return train_step(
+            jax.random.fold_in(key, t),
+            state,
+            data,
+            network=network,
+            optimizer=optimizer.value,
+            schedule=schedule,
+            time_sampler=time_sampler,
+            batch_size=batch_size,
+        )
+
+    return jax.lax.scan(body, state, steps)
 
 
 def train_score(
-    rng_key,
     data,
     schedule: Schedule,
     *,
+    key,
     network: Callable | None = None,
     params=None,
     optimizer: optax.GradientTransformation | None = None,
     num_steps: int = 5000,
     batch_size: int = 256,
     time_sampler: Callable | None = None,
+    progress_bar: bool | None = None,
 ) -> ScoreFit:
     """Fit a noise-prediction network to ``data`` by denoising score matching.
 
     Args:
-        rng_key: a ``jax.random`` key (initialisation, minibatches, times, noise).
         data: training points ``(n, d)``, of roughly unit scale (standardise first).
         schedule: the forward process, e.g. :func:`~ppl.smc.diffusion.vp`.
+        key: a ``jax.random`` key (initialisation, minibatches, times, noise); step ``i``
+            uses ``fold_in(fit_key, i)``.
         network: ``(params, x (d,), t) -> eps (d,)``, hashable; default ``NoiseMLP(schedule, d)``.
         params: initial parameters; default ``network.init(key)``.
         optimizer: an Optax transformation; default Adam with a cosine-decayed step from ``1e-3``.
-        num_steps: optimisation steps (one ``lax.scan``).
+        num_steps: optimisation steps (``lax.scan`` in the runtime's chunked loop).
         batch_size: minibatch size (drawn with replacement).
         time_sampler: ``(key, shape) -> t``; see :func:`dsm_loss`.
+        progress_bar: ``None`` shows a bar in an interactive terminal.
 
     Returns:
         A :class:`ScoreFit`; ``fit.prior`` goes into any sampler of :mod:`ppl.smc.diffusion`.
@@ -202,22 +224,29 @@ def train_score(
         )
     if int(num_steps) < 1 or int(batch_size) < 1:
         raise ValueError(f"num_steps and batch_size must be >= 1, got {num_steps} and {batch_size}")
-    init_key, fit_key = jax.random.split(rng_key)
+    init_key, fit_key = jax.random.split(validate_key(key))
     network = network or NoiseMLP(schedule, data.shape[1])
     if params is None:
         if not hasattr(network, "init"):
             raise ValueError("pass params= for a network without an init(key) method")
         params = network.init(init_key)
-    params, losses = _fit(
-        fit_key,
-        params,
-        data,
+    optimizer = optimizer or optax.adam(optax.cosine_decay_schedule(1e-3, int(num_steps)))
+    advance = partial(
+        _advance,
+        data=data,
+        key=fit_key,
         network=network,
-        optimizer=optimizer,
+        optimizer=by_value(optimizer, params),
         schedule=schedule,
         time_sampler=time_sampler,
-        num_steps=int(num_steps),
         batch_size=int(batch_size),
     )
-    prior = DiffusionPrior(schedule, data.shape[1], noise_fn=network, params=params)
-    return ScoreFit(prior, params, losses)
+    state, losses = scan_in_chunks(
+        advance,
+        strongly_typed(TrainState(params, optimizer.init(params))),
+        np.arange(int(num_steps), dtype=np.int32),
+        progress_bar=progress_bar,
+        description="score matching",
+    )
+    prior = DiffusionPrior(schedule, data.shape[1], noise_fn=network, params=state.params)
+    return ScoreFit(prior, state.params, losses)
