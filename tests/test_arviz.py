@@ -9,8 +9,7 @@ import pytest
 import xarray as xr
 
 import ppl
-
-from .models import NUTS_SAMPLE_STATS, SIGMA, Y, eight_schools
+from tests.models import NUTS_SAMPLE_STATS, SIGMA, Y, eight_schools
 
 SCHOOLS = [f"school {i}" for i in range(8)]
 

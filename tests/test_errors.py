@@ -7,8 +7,7 @@ import pytest
 
 import ppl
 from ppl import dist
-
-from .models import SIGMA, Y, eight_schools
+from tests.models import SIGMA, Y, eight_schools
 
 KEY = jax.random.key(0)
 

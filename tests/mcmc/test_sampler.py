@@ -15,8 +15,7 @@ import pytest
 
 import ppl
 from ppl import dist
-
-from .models import NUTS_SAMPLE_STATS, SIGMA, Y, eight_schools
+from tests.models import NUTS_SAMPLE_STATS, SIGMA, Y, eight_schools
 
 RUN = {"chains": 4, "warmup": 500, "draws": 1000}
 

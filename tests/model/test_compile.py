@@ -12,9 +12,8 @@ from scipy import stats
 
 import ppl
 from ppl import dist
-from ppl.compile import flatten, merge_data, split_data, unflatten
-
-from .models import SIGMA, Y, eight_schools
+from ppl.model.compile import flatten, merge_data, split_data, unflatten
+from tests.models import SIGMA, Y, eight_schools
 
 
 def normal_plate(y):

@@ -72,28 +72,49 @@ def _check(result, problem, factor=3.0, tv=0.1):
     assert error <= tv, (result.method, error)
 
 
-@pytest.mark.parametrize("sampler", [D.tds, D.mcgdiff])
-def test_smc_samplers_match_the_exact_posterior(problem, sampler):
+def test_tds_matches_the_exact_posterior(problem):
     mixture, observation, *_ = problem
-    result = sampler(
-        jax.random.key(0), mixture.diffusion_prior(SCHEDULE), observation, num_particles=2000, num_steps=100
+    result = D.tds(
+        mixture.diffusion_prior(SCHEDULE),
+        observation,
+        key=jax.random.key(0),
+        num_particles=2000,
+        num_steps=100,
     )
     _check(result, problem)
     assert abs(float(result.log_evidence) - float(problem[2].log_evidence)) < 0.5
+
+
+def test_mcgdiff_matches_the_exact_posterior_on_average_over_runs(problem):
+    """MCGdiff resamples at every step, so one run's error varies far more than its ESS
+    says (SW 0.3-3.1x the floor over keys at N = 2000; issue 16): the check is on the
+    mean of 4 independent runs, whose spread is about half a single run's."""
+    mixture, observation, posterior, exact, floor = problem
+    prior = mixture.diffusion_prior(SCHEDULE)
+    ratios, errors, evidences = [], [], []
+    for seed in range(4):
+        result = D.mcgdiff(prior, observation, key=jax.random.key(seed), num_particles=2000, num_steps=100)
+        draws = result.sample(jax.random.key(3), 2000)
+        ratios.append(float(D.sliced_wasserstein(jax.random.key(9), draws, exact)) / floor)
+        errors.append(float(posterior.component_error(result.particles, result.weights)))
+        evidences.append(result.log_evidence)
+    assert np.mean(ratios) <= 3.0, ratios
+    assert np.mean(errors) <= 0.1, errors
+    assert abs(np.mean(evidences) - float(posterior.log_evidence)) < 0.5, evidences
 
 
 def test_tds_with_the_optimal_twist_keeps_ess_near_n(problem):
     mixture, observation, *_ = problem
     twist = mixture.noised_log_likelihood(observation, SCHEDULE)
     result = D.tds(
-        jax.random.key(0),
         mixture.diffusion_prior(SCHEDULE),
         observation,
+        key=jax.random.key(0),
         num_particles=1000,
         num_steps=100,
         twist_fn=twist,
     )
-    assert float(jnp.min(result.ess)) >= 0.6 * 1000
+    assert float(np.min(result.ess_history)) >= 0.6 * 1000
     _check(result, problem)
 
 
@@ -110,9 +131,9 @@ def test_afdps_converges_on_a_two_component_mixture(variant):
     first_weights, log_evidences = [], []
     for seed in range(8):
         result = D.afdps(
-            jax.random.key(seed),
             prior,
             observation,
+            key=jax.random.key(seed),
             num_particles=4000,
             num_steps=100,
             variant=variant,
@@ -135,9 +156,9 @@ def test_afdps_converges_on_a_two_component_mixture(variant):
 def test_dps_without_guidance_samples_the_prior(problem):
     mixture, observation, *_ = problem
     result = D.dps(
-        jax.random.key(0),
         mixture.diffusion_prior(SCHEDULE),
         observation,
+        key=jax.random.key(0),
         num_particles=2000,
         num_steps=100,
         guidance_scale=0.0,
@@ -152,23 +173,28 @@ def test_dps_without_guidance_samples_the_prior(problem):
 def test_fps_is_deterministic_and_equally_weighted(problem):
     mixture, observation, *_ = problem
     prior = mixture.diffusion_prior(SCHEDULE)
-    first = D.fps(jax.random.key(0), prior, observation, num_particles=200, num_steps=20)
-    second = D.fps(jax.random.key(0), prior, observation, num_particles=200, num_steps=20)
+    first = D.fps(prior, observation, key=jax.random.key(0), num_particles=200, num_steps=20)
+    second = D.fps(prior, observation, key=jax.random.key(0), num_particles=200, num_steps=20)
     assert np.array_equal(first.particles, second.particles)
     assert np.allclose(first.weights, 1 / 200)
 
 
 def test_new_instance_of_the_same_shape_does_not_recompile():
-    from ppl.smc.diffusion.base import _run_islands
+    from ppl.smc.diffusion import base
 
-    for seed in (11, 12):
+    programs = (base._init_islands, base._advance, base._finish)
+    for seed in (11, 12, 13):
         mixture, observation, _ = D.grid_mixture_problem(seed, 8, 2)
         D.mcgdiff(
-            jax.random.key(0), mixture.diffusion_prior(D.vp()), observation, num_particles=100, num_steps=10
+            mixture.diffusion_prior(D.vp()),
+            observation,
+            key=jax.random.key(0),
+            num_particles=100,
+            num_steps=10,
         )
         if seed == 11:
-            size = _run_islands._cache_size()
-    assert _run_islands._cache_size() == size
+            sizes = [program._cache_size() for program in programs]
+    assert [program._cache_size() for program in programs] == sizes
 
 
 def test_result_to_arviz_round_trip(problem, tmp_path):
@@ -176,12 +202,23 @@ def test_result_to_arviz_round_trip(problem, tmp_path):
 
     mixture, observation, *_ = problem
     result = D.mcgdiff(
-        jax.random.key(0), mixture.diffusion_prior(SCHEDULE), observation, num_particles=100, num_steps=10
+        mixture.diffusion_prior(SCHEDULE), observation, key=jax.random.key(0), num_particles=100, num_steps=10
     )
     idata = result.to_arviz(jax.random.key(1))
     assert idata.posterior["x"].shape == (1, 100, 8)
+    assert idata.sample_stats["ess"].dims == ("chain", "island", "diffusion_step")
+    assert idata.sample_stats["ess"].shape == (1, 1, 10)
+    assert float(idata.sample_stats["log_evidence"].values[0]) == result.log_evidence
+    # log p(y | x) per entry of y, at the resampled draws
+    assert idata.log_likelihood["y"].shape == (1, 100, 2)
+    x = idata.posterior["x"].values[0]
+    expected = np.array([float(observation.log_likelihood(xi)) for xi in x[:5]])
+    np.testing.assert_allclose(idata.log_likelihood["y"].values[0, :5].sum(-1), expected, rtol=1e-5)
+    np.testing.assert_array_equal(idata.observed_data["y"].values, np.asarray(observation.y))
     ppl.save(idata, str(tmp_path / "d.nc"))
-    assert ppl.load(str(tmp_path / "d.nc")).posterior.identical(idata.posterior)
+    loaded = ppl.load(str(tmp_path / "d.nc"))
+    for group in idata.groups():
+        assert loaded[group].identical(idata[group]), group
 
 
 def test_bad_input_gives_clear_errors(problem):
@@ -192,22 +229,24 @@ def test_bad_input_gives_clear_errors(problem):
     with pytest.raises(ValueError, match="noise_std must be a positive"):
         D.measurement(np.ones((2, 8)), np.ones(2), 0.0)
     with pytest.raises(ValueError, match="prior has dim = 8"):
-        D.tds(jax.random.key(0), prior, D.measurement(np.ones((2, 6)), np.ones(2), 0.1))
+        D.tds(prior, D.measurement(np.ones((2, 6)), np.ones(2), 0.1), key=jax.random.key(0))
     with pytest.raises(ValueError, match=r"returns shape \(4,\)"):
         D.DiffusionPrior(SCHEDULE, 8, score_fn=lambda x, t: x[:4])
     with pytest.raises(TypeError, match="linear forward map"):
-        D.mcgdiff(jax.random.key(0), prior, D.measurement(lambda x: x[:2] ** 2, np.ones(2), 0.1, dim=8))
-    with pytest.raises(ValueError, match="multiple of devices"):
-        D.tds(jax.random.key(0), prior, observation, num_particles=0)
+        D.mcgdiff(prior, D.measurement(lambda x: x[:2] ** 2, np.ones(2), 0.1, dim=8), key=jax.random.key(0))
+    with pytest.raises(ValueError, match="multiple of num_islands"):
+        D.tds(prior, observation, key=jax.random.key(0), num_particles=0)
+    with pytest.raises(TypeError, match="key must be a JAX PRNG key"):
+        D.tds(prior, observation, key=0)
 
 
 def test_weight_collapse_warns_with_the_ess_history(problem):
     mixture, observation, *_ = problem
     with pytest.warns(RuntimeWarning, match="weight collapse.*ESS history"):
         D.afdps(
-            jax.random.key(0),
             mixture.diffusion_prior(SCHEDULE),
             observation,
+            key=jax.random.key(0),
             num_particles=200,
             num_steps=20,
             variant="sde",
@@ -221,6 +260,6 @@ def test_nonlinear_forward_map_runs_through_tds_and_afdps():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         for sampler in (D.tds, D.afdps):
-            result = sampler(jax.random.key(0), prior, observation, num_particles=500, num_steps=30)
+            result = sampler(prior, observation, key=jax.random.key(0), num_particles=500, num_steps=30)
             # tanh(x_1) = 0.9 selects the positive component
             assert float(result.weights @ result.particles[:, 0]) > 1.0

@@ -6,6 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from scipy.stats import multivariate_normal
+from scipy.stats import t as student_t
 
 import ppl
 from ppl import dist
@@ -33,9 +34,12 @@ def runs():
 def test_log_evidence_within_three_monte_carlo_standard_errors(runs):
     exact = multivariate_normal(np.zeros(20), TAU**2 * X @ X.T + SIGMA**2 * np.eye(20)).logpdf(Y)
     estimates = np.array([float(r.log_evidence) for r in runs])
-    # MC standard error of the mean of 6 independent runs, from their spread.
+    # MC standard error of the mean of 6 independent runs, from their spread; with the
+    # standard error itself estimated, the bound is Student's t at 99.9% (5 dof: 5.9 se),
+    # so that it holds for any draws, not just these (measured: 12 runs, bias -0.004 +- 0.013).
     se = estimates.std(ddof=1) / np.sqrt(len(estimates))
-    assert abs(estimates.mean() - exact) <= 3 * se, (estimates, exact)
+    bound = student_t.ppf(0.9995, len(estimates) - 1) * se
+    assert abs(estimates.mean() - exact) <= bound, (estimates, exact, bound)
     assert se < 0.1  # the estimator is precise, so the check has power
 
 
@@ -87,3 +91,75 @@ def test_new_data_of_the_same_shape_does_not_retrace():
     again = run(Y + 0.5)  # new data: only the host-side compile runs the model
     assert again < first
     assert run(Y - 0.5) == again
+
+
+def test_one_step_is_blackjax_adaptive_tempered_kernel():
+    """The kernel alone: one step from prior particles equals BlackJAX's kernel called
+    directly with the same key, and the evidence increment is the log mean weight."""
+    import importlib
+
+    import blackjax
+    from blackjax.smc import adaptive_tempered
+
+    tempered = importlib.import_module("ppl.smc.tempered")
+    compiled = ppl.compile(regression, X, y=Y)
+    settings = tempered.Settings(num_particles=64)
+    particles = tempered.initial_particles(jax.random.key(0), compiled, 64)
+    state = tempered.init(particles)
+    prior = lambda u: compiled.logdensity(u) - compiled.log_likelihood(u)  # noqa: E731
+    new, info = tempered.step(jax.random.key(1), state, prior, compiled.log_likelihood, settings)
+    blackjax_kernel = adaptive_tempered.build_kernel(
+        prior,
+        compiled.log_likelihood,
+        blackjax.hmc.build_kernel(),
+        blackjax.hmc.init,
+        ppl.smc.resampling.SCHEMES["systematic"],
+        0.5,
+    )
+    parameters = {
+        "step_size": jnp.array([0.5 * 3**-0.25]),
+        "inverse_mass_matrix": (jnp.var(particles, axis=0) + 1e-8)[None],
+        "num_integration_steps": jnp.array([10]),
+    }
+    expected, expected_info = blackjax_kernel(jax.random.key(1), state.smc, 5, parameters)
+    np.testing.assert_array_equal(new.smc.particles, expected.particles)
+    assert float(info.temperature) == float(expected.tempering_param) > 0
+    assert float(new.log_evidence) == float(expected_info.log_likelihood_increment)
+    assert abs(float(info.ess) - 1 / float(jnp.sum(expected.weights**2))) < 1e-3 * 64
+    # the chosen temperature keeps the ESS of the incremental weights at target_ess * N
+    increments = info.temperature * jax.vmap(compiled.log_likelihood)(particles)
+    assert abs(float(ppl.smc.resampling.ess(increments)) - 32) < 1.0
+
+
+def test_islands_merge_by_evidence():
+    """Independent islands combine exactly: the merged evidence is the mean of the island
+    evidences (an average of unbiased estimates of p(y)) and island j's weight share is
+    its evidence share."""
+    from scipy.special import logsumexp
+
+    result = ppl.smc.tempered(regression, X, y=Y, key=jax.random.key(0), num_particles=1000, num_islands=4)
+    per_island = np.asarray(result.log_evidence_per_island)
+    assert per_island.shape == (4,) and result.temperatures.shape[0] == 4
+    np.testing.assert_allclose(result.log_evidence, logsumexp(per_island) - np.log(4), rtol=1e-5)
+    # island j holds particles [250 j, 250 (j + 1)); its weight share is Z_j / sum Z
+    shares = np.exp(logsumexp(np.asarray(result.log_weights).reshape(4, 250), axis=1))
+    np.testing.assert_allclose(shares, np.exp(per_island - logsumexp(per_island)), rtol=1e-4)
+
+
+def test_arviz_export_carries_the_histories_and_the_log_likelihood(runs):
+    idata = runs[0].to_arviz(jax.random.key(1), num_samples=300)
+    stats = idata.sample_stats
+    assert stats["temperature"].dims == ("chain", "island", "tempering_step")
+    assert float(stats["temperature"].values[0, 0, -1]) == 1.0
+    assert stats["log_evidence"].values[0] == runs[0].log_evidence
+    assert idata.log_likelihood["y"].dims == ("chain", "draw", "obs")
+    beta = idata.posterior["beta"].values[0]  # (300, 3)
+    expected = -0.5 * ((Y - beta @ X.T) / SIGMA) ** 2 - np.log(SIGMA) - 0.5 * np.log(2 * np.pi)
+    np.testing.assert_allclose(idata.log_likelihood["y"].values[0], expected, rtol=1e-4, atol=1e-4)
+    assert set(idata.groups()) >= {
+        "posterior",
+        "sample_stats",
+        "log_likelihood",
+        "observed_data",
+        "constant_data",
+    }

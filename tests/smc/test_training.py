@@ -22,7 +22,7 @@ MIXTURE = D.GaussianMixture(jnp.array([0.4, 0.6]), jnp.array([[-1.5, 0.5], [1.0,
 def fit():
     data = MIXTURE.sample(jax.random.key(0), 4000)
     network = D.NoiseMLP(SCHEDULE, 2, hidden=64, depth=2)
-    return D.train_score(jax.random.key(1), data, SCHEDULE, network=network, num_steps=2000)
+    return D.train_score(data, SCHEDULE, key=jax.random.key(1), network=network, num_steps=2000)
 
 
 @pytest.mark.parametrize("t", [0.1, 0.3, 0.6, 0.9])
@@ -40,7 +40,7 @@ def test_fitted_prior_samples_the_data_law(fit):
     """DPS with guidance 0 is the plain reverse diffusion: its draws match the data law."""
     observation = D.measurement(jnp.ones((1, 2)), jnp.zeros(1), 1.0)
     draws = D.dps(
-        jax.random.key(3), fit.prior, observation, num_particles=2000, num_steps=100, guidance_scale=0.0
+        fit.prior, observation, key=jax.random.key(3), num_particles=2000, num_steps=100, guidance_scale=0.0
     ).particles
     exact = MIXTURE.sample(jax.random.key(4), 2000)
     floor = float(D.sliced_wasserstein(jax.random.key(5), exact, MIXTURE.sample(jax.random.key(6), 2000)))
@@ -55,9 +55,9 @@ def test_loss_decreases_and_any_optax_optimizer_and_network_work(fit):
 
     data = jax.random.normal(jax.random.key(0), (2000, 3))
     result = D.train_score(
-        jax.random.key(1),
         data,
         SCHEDULE,
+        key=jax.random.key(1),
         network=linear,
         params=jnp.array(0.0),
         optimizer=optax.sgd(0.1),
@@ -68,8 +68,8 @@ def test_loss_decreases_and_any_optax_optimizer_and_network_work(fit):
 
 def test_bad_data_is_refused():
     with pytest.raises(ValueError, match=r"shape \(n, d\)"):
-        D.train_score(jax.random.key(0), jnp.zeros(5), SCHEDULE)
+        D.train_score(jnp.zeros(5), SCHEDULE, key=jax.random.key(0))
     with pytest.raises(ValueError, match="non-finite"):
-        D.train_score(jax.random.key(0), jnp.full((4, 2), jnp.nan), SCHEDULE)
+        D.train_score(jnp.full((4, 2), jnp.nan), SCHEDULE, key=jax.random.key(0))
     with pytest.raises(ValueError, match="init"):
-        D.train_score(jax.random.key(0), jnp.zeros((4, 2)), SCHEDULE, network=lambda p, x, t: x)
+        D.train_score(jnp.zeros((4, 2)), SCHEDULE, key=jax.random.key(0), network=lambda p, x, t: x)

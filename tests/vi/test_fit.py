@@ -142,3 +142,33 @@ def test_guide_draws_to_arviz_round_trip(tmp_path):
     path = tmp_path / "vi.nc"
     ppl.save(data, str(path))
     assert ppl.load(str(path)).posterior.identical(data.posterior)
+
+
+def test_one_update_is_an_sgd_step_on_the_mean_of_the_estimates():
+    """The kernel alone, against a hand computation with the same keys."""
+    optimizer, rng_key = optax.sgd(0.1), jax.random.key(4)
+    pair = ppl.vi.fitter(ELBO, optimizer, num_samples=3)
+    state = pair.init(NORMAL_PARAMS)
+    new, info = jax.jit(pair.update)(rng_key, state, Y)
+    _, estimate_key = jax.random.split(rng_key)
+    estimates = [
+        ELBO.value_and_grad_estimate(jax.random.fold_in(estimate_key, j), state.params, Y) for j in range(3)
+    ]
+    value = np.mean([float(v) for v, _ in estimates])
+    for name in NORMAL_PARAMS:
+        gradient = np.mean([float(g[name]) for _, g in estimates])
+        np.testing.assert_allclose(new.params[name], float(state.params[name]) + 0.1 * gradient, rtol=1e-5)
+    np.testing.assert_allclose(float(info.objective), value, rtol=1e-5)
+    assert int(new.step) == 1 and bool(info.finite) and int(new.num_nonfinite) == 0
+
+
+def test_a_nonfinite_update_is_not_applied_and_is_counted():
+    pair = ppl.vi.fitter(nan_objective(), optax.sgd(0.05), on_nonfinite="stop")
+    state = pair.init({"loc": jnp.array(2.0)})  # loc > 1: the objective is NaN
+    new, info = pair.update(jax.random.key(0), state)
+    assert not bool(info.finite) and bool(new.stopped)
+    assert (
+        float(new.params["loc"]) == 2.0 and int(new.num_nonfinite) == 1 and int(new.first_nonfinite_step) == 0
+    )
+    again, _ = pair.update(jax.random.key(1), new._replace(params={"loc": jnp.array(0.0)}))
+    assert float(again.params["loc"]) == 0.0  # stopped: no later step is applied
