@@ -72,7 +72,7 @@ def main():
                 for name, method in METHODS.items():
                     key = jax.random.key(i)
                     try:
-                        run = partial(method, key, prior, observation, num_particles=N, num_steps=steps)
+                        run = partial(method, prior, observation, key=key, num_particles=N, num_steps=steps)
                         if i == 0:
                             run()  # compile
                         result, seconds = timed(run)
@@ -84,8 +84,8 @@ def main():
                     stats = per_method[name]
                     stats["sw"].append(float(D.sliced_wasserstein(jax.random.key(7), draws, exact)))
                     stats["tv"].append(float(posterior.component_error(result.particles, result.weights)))
-                    stats["final_ess"].append(result.final_ess)
-                    stats["min_ess"].append(float(np.min(np.asarray(result.ess))))
+                    stats["final_ess"].append(result.ess)
+                    stats["min_ess"].append(float(np.min(result.ess_history)))
                     stats["seconds"].append(seconds)
             for name, stats in per_method.items():
                 sw = np.array(stats["sw"])
@@ -123,7 +123,13 @@ def main():
 
         def run(devices=devices):
             return D.tds(
-                jax.random.key(0), prior, observation, num_particles=1000, num_steps=100, devices=devices
+                prior,
+                observation,
+                key=jax.random.key(0),
+                num_particles=1000,
+                num_steps=100,
+                num_islands=4,
+                devices=devices,
             )
 
         run()

@@ -56,7 +56,7 @@ def fitted_prior(train, settings, out):
         return D.DiffusionPrior(schedule, train.shape[1], noise_fn=network, params=params)
     start = time.perf_counter()
     fit = D.train_score(
-        jax.random.key(0), train, schedule, network=network, num_steps=settings["train"], batch_size=256
+        train, schedule, key=jax.random.key(0), network=network, num_steps=settings["train"], batch_size=256
     )
     losses = np.asarray(fit.losses)
     print(
@@ -92,10 +92,15 @@ def main():
     observed, hidden = mask.ravel(), ~mask.ravel()
     samplers = {
         "AFDPS (ode)": lambda key, obs: D.afdps(
-            key, prior, obs, num_particles=settings["particles"], num_steps=settings["steps"], variant="ode"
+            prior,
+            obs,
+            key=key,
+            num_particles=settings["particles"],
+            num_steps=settings["steps"],
+            variant="ode",
         ),
         "MCGdiff": lambda key, obs: D.mcgdiff(
-            key, prior, obs, num_particles=settings["particles"], num_steps=settings["steps"]
+            prior, obs, key=key, num_particles=settings["particles"], num_steps=settings["steps"]
         ),
     }
     draws = {name: [] for name in samplers}
@@ -117,7 +122,7 @@ def main():
             draws[name].append(sample)
             stats[name]["coverage"].append(interval_coverage(sample, truth, hidden))
             stats[name]["rmse"].append(np.sqrt(np.mean((sample.mean(0)[hidden] - truth[hidden]) ** 2)))
-            stats[name]["min_ess"].append(float(jnp.min(result.ess)))
+            stats[name]["min_ess"].append(float(np.min(result.ess_history)))
             stats[name]["log_evidence"].append(float(result.log_evidence))
 
     baseline = np.sqrt(np.mean((train.mean(0)[hidden] - test[: settings["images"]][:, hidden]) ** 2))
