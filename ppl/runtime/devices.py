@@ -12,7 +12,10 @@ The number of replicas is always a setting of the algorithm, never a consequence
 the device count: :func:`plan_devices` uses at most one device per replica and pads
 the replicas to a multiple of the devices; padded replicas are computed and dropped.
 With ``method="sequential"`` every replica runs the same unbatched program whatever
-the device count, so its result is bit-identical on 1 or N devices or processes.
+the device count; XLA may still fuse that program's arithmetic differently when a device
+holds one replica instead of several, so results are bit-identical across device counts
+and processes where the compiled arithmetic is (measured: NUTS/HMC, VI, tempered SMC)
+and agree to float rounding elsewhere (the diffusion samplers' denoisers).
 
 Example:
     >>> import jax, jax.numpy as jnp
@@ -152,9 +155,8 @@ def map_replicas(fn: Callable, plan: DevicePlan, method: str = "sequential") -> 
         def local(batched, shared):
             return jax.lax.map(lambda per_replica: fn(per_replica, shared), batched)
 
-    # Always a shard_map, even over one device: XLA then compiles the same per-device
-    # program whatever the device count (a bare program fuses differently and can differ
-    # in the last bits), which is what makes sequential results bit-identical.
+    if plan.num_devices == 1 and jax.process_count() == 1:
+        return local
     return jax.shard_map(
         local,
         mesh=plan.mesh,
