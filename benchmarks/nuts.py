@@ -6,7 +6,9 @@ data (standardised, 30 features + intercept). BlackJAX runs on ppl's compiled lo
 
 Compile time is the sum of JAX's own compile events (tracing, lowering, XLA) during the
 first call. Run time is the wall time of a later call with a new key, minus any compile
-events in it (NumPyro recompiles on every run); the median of 3 interleaved calls.
+events in it (NumPyro recompiles on every run); the median of 5 interleaved calls.
+The persistent compilation cache is off here, so that compile times are comparable
+(``benchmarks/compile_cache.py`` measures what it saves).
 ESS is ArviZ's bulk ESS (rank-normalised, so the same for constrained and unconstrained
 draws), minimum over all coordinates.
 
@@ -17,6 +19,8 @@ import argparse
 import functools
 import json
 import os
+
+os.environ.setdefault("PPL_COMPILATION_CACHE", "0")  # before ppl is imported
 import platform
 import time
 import warnings
@@ -94,7 +98,7 @@ def datasets():
 # ----------------------------------------------------------------------- engines
 
 
-def run_ppl(model, args, kwargs, seed, *, chains, warmup, draws, vectorized=False):
+def run_ppl(model, args, kwargs, seed, *, chains, warmup, draws, chain_method="vectorized"):
     posterior = ppl.nuts(
         model,
         *args,
@@ -103,7 +107,7 @@ def run_ppl(model, args, kwargs, seed, *, chains, warmup, draws, vectorized=Fals
         warmup=warmup,
         draws=draws,
         progress_bar=False,
-        vectorized=vectorized,
+        chain_method=chain_method,
         **kwargs,
     )
     return posterior.unconstrained
@@ -178,9 +182,29 @@ def measure(engines: dict, repeats: int) -> list[dict]:
     return list(rows.values())
 
 
-def main(quick: bool) -> None:
-    chains, warmup, draws = (4, 200, 200) if quick else (4, 1000, 1000)
-    repeats = 1 if quick else 3
+ENGINES = ("ppl", "ppl_sequential", "numpyro", "blackjax")
+
+
+def make_engine(name, model, args, kwargs, lengths):
+    """``seed -> draws`` for one engine on one model."""
+    if name == "ppl":
+        return functools.partial(run_ppl, model, args, kwargs, **lengths)
+    if name == "ppl_sequential":
+        return functools.partial(run_ppl, model, args, kwargs, chain_method="sequential", **lengths)
+    if name == "numpyro":
+        return functools.partial(run_numpyro, model, args, kwargs, **lengths)
+    return run_blackjax_factory(model, args, kwargs, lengths["chains"], lengths["warmup"], lengths["draws"])
+
+
+def ratio(by_engine, numerator, denominator, field="ess_per_s"):
+    if numerator in by_engine and denominator in by_engine:
+        return by_engine[numerator][field] / by_engine[denominator][field]
+    return None
+
+
+def main(quick: bool, engine_names: tuple, chains: int, tag: str) -> None:
+    warmup, draws = (200, 200) if quick else (1000, 1000)
+    repeats = 1 if quick else 5
     warnings.simplefilter("ignore")
     results = {
         "settings": {"chains": chains, "warmup": warmup, "draws": draws, "repeats": repeats},
@@ -188,28 +212,23 @@ def main(quick: bool) -> None:
             "python": platform.python_version(),
             "cpu_count": os.cpu_count(),
             "devices": [str(d) for d in jax.devices()],
-            **{pkg: version(pkg) for pkg in ("jax", "numpyro", "blackjax", "arviz", "ppl")},
+            **{pkg: version(pkg) for pkg in ("jax", "numpyro", "blackjax", "arviz")},
         },
         "models": {},
     }
     for model_name, (model, args, kwargs) in datasets().items():
-        blackjax_run = run_blackjax_factory(model, args, kwargs, chains, warmup, draws)
         lengths = {"chains": chains, "warmup": warmup, "draws": draws}
-        engines = {
-            "ppl": functools.partial(run_ppl, model, args, kwargs, **lengths),
-            "ppl_vectorized": functools.partial(run_ppl, model, args, kwargs, vectorized=True, **lengths),
-            "numpyro": functools.partial(run_numpyro, model, args, kwargs, **lengths),
-            "blackjax": blackjax_run,
-        }
+        engines = {name: make_engine(name, model, args, kwargs, lengths) for name in engine_names}
         rows = measure(engines, repeats)
         by_engine = {row["engine"]: row for row in rows}
+
         ratios = {
-            "ppl_vs_blackjax_ess_per_s": by_engine["ppl"]["ess_per_s"] / by_engine["blackjax"]["ess_per_s"],
-            "ppl_vs_numpyro_ess_per_s": by_engine["ppl"]["ess_per_s"] / by_engine["numpyro"]["ess_per_s"],
-            "ppl_vs_numpyro_compile": by_engine["ppl"]["compile_s"] / by_engine["numpyro"]["compile_s"],
-            "ppl_vectorized_vs_blackjax_ess_per_s": by_engine["ppl_vectorized"]["ess_per_s"]
-            / by_engine["blackjax"]["ess_per_s"],
+            "ppl_vs_blackjax_ess_per_s": ratio(by_engine, "ppl", "blackjax"),
+            "ppl_vs_numpyro_ess_per_s": ratio(by_engine, "ppl", "numpyro"),
+            "ppl_vs_numpyro_compile": ratio(by_engine, "ppl", "numpyro", "compile_s"),
+            "ppl_sequential_vs_blackjax_ess_per_s": ratio(by_engine, "ppl_sequential", "blackjax"),
         }
+        ratios = {name: value for name, value in ratios.items() if value is not None}
         results["models"][model_name] = {"engines": rows, "ratios": ratios}
         print(f"\n{model_name}")
         print("| engine | compile (s) | run after compile (s) | min bulk ESS | ESS/s |")
@@ -219,10 +238,11 @@ def main(quick: bool) -> None:
                 f"| {row['engine']} | {row['compile_s']:.2f} | {row['run_s']:.2f} | "
                 f"{row['min_bulk_ess']:.0f} | {row['ess_per_s']:.0f} |"
             )
-        print(" ".join(f"{k}={v:.2f}" for k, v in ratios.items()))
-    os.makedirs(os.path.join(os.path.dirname(__file__), "results"), exist_ok=True)
-    suffix = "_quick" if quick else ""
-    path = os.path.join(os.path.dirname(__file__), "results", f"nuts{suffix}.json")
+        print(" ".join(f"{k}={v:.2f}" for k, v in ratios.items()), flush=True)
+    directory = os.environ.get("PPL_BENCH_OUT") or os.path.join(os.path.dirname(__file__), "results")
+    os.makedirs(directory, exist_ok=True)
+    suffix = ("_quick" if quick else "") + (f"_{tag}" if tag else "")
+    path = os.path.join(directory, f"nuts{suffix}.json")
     with open(path, "w") as handle:
         json.dump(results, handle, indent=2)
     print(f"\nwrote {path}")
@@ -233,4 +253,10 @@ if __name__ == "__main__":
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--quick", action="store_true", help="200 warmup + 200 draws")
-    main(parser.parse_args().quick)
+    parser.add_argument(
+        "--engines", default=",".join(ENGINES), help="comma-separated subset of " + str(ENGINES)
+    )
+    parser.add_argument("--chains", type=int, default=4)
+    parser.add_argument("--tag", default="", help="suffix of the results file (e.g. gpu)")
+    options = parser.parse_args()
+    main(options.quick, tuple(options.engines.split(",")), options.chains, options.tag)

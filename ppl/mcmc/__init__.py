@@ -4,7 +4,7 @@
 adaptation); :mod:`ppl.mcmc.sampler` is the thin driver behind :func:`nuts` and :func:`hmc`.
 """
 
-from ppl.mcmc import kernel
+from ppl.mcmc import diagnostics, kernel
 from ppl.mcmc.sampler import Posterior, hmc, nuts
 
-__all__ = ["Posterior", "hmc", "kernel", "nuts"]
+__all__ = ["Posterior", "diagnostics", "hmc", "kernel", "nuts"]

@@ -20,6 +20,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import warnings
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -180,13 +181,15 @@ def step(
     )
 
 
+@functools.lru_cache(maxsize=16)  # a pure function of two integers (BlackJAX's takes ~10 ms)
 def schedule(num_warmup: int, num_draws: int) -> tuple[np.ndarray, np.ndarray]:
     """Phase code ``(T,)`` and window ``(T, 2)`` of every step, warmup then draws
-    (``T = num_warmup + num_draws``), from BlackJAX's ``build_schedule``."""
+    (``T = num_warmup + num_draws``), from BlackJAX's ``build_schedule``; read-only."""
     phases = np.full(num_warmup + num_draws, SAMPLING, np.int32)
     windows = np.zeros((num_warmup + num_draws, 2), np.int32)
     if num_warmup:
         phases[:num_warmup] = WARMUP
         phases[num_warmup - 1] = LAST_WARMUP
         windows[:num_warmup] = np.asarray(build_schedule(num_warmup))
+    phases.flags.writeable = windows.flags.writeable = False
     return phases, windows

@@ -25,7 +25,7 @@ import jax
 import numpy as np
 
 from ppl.errors import ModelError
-from ppl.mcmc import kernel
+from ppl.mcmc import diagnostics, kernel
 from ppl.model.compile import CompiledModel, compile
 from ppl.runtime.devices import METHODS, DevicePlan, map_replicas, plan_devices, to_host
 from ppl.runtime.keys import replica_keys, validate_key
@@ -218,8 +218,6 @@ def _run(model, args, kwargs, *, key, chains, warmup, draws, settings, devices, 
 
 def _warn_on_problems(posterior: Posterior) -> None:
     """Warnings with counts: divergences, R-hat > 1.01, bulk ESS < 100 per chain."""
-    import arviz as az
-
     diverging = posterior.sample_stats["diverging"]
     if diverging.any():
         per_chain = diverging.sum(axis=1).tolist()
@@ -231,10 +229,10 @@ def _warn_on_problems(posterior: Posterior) -> None:
         )
     if posterior.num_draws < 4:
         return
-    # Diagnose the sampler's own coordinates (the flat unconstrained draws): one array
-    # instead of one xarray variable per site, and R-hat / rank-normalised ESS are
-    # unchanged by the elementwise monotone transforms of scalar sites.
-    draws = {"u": posterior.unconstrained}
+    # Diagnose the sampler's own coordinates (the flat unconstrained draws): R-hat and
+    # rank-normalised ESS are unchanged by the elementwise monotone transforms of scalar
+    # sites, and all coordinates are diagnosed in one vectorised pass.
+    draws = posterior.unconstrained
     owner = np.repeat(
         [name for name, _ in posterior.compiled.layout],
         [int(np.prod(shape)) for _, shape in posterior.compiled.layout],
@@ -245,7 +243,7 @@ def _warn_on_problems(posterior: Posterior) -> None:
         return dict(zip(names.tolist(), numbers.tolist(), strict=True))
 
     if posterior.num_chains > 1:
-        bad = counts(az.rhat(draws)["u"].values > 1.01)
+        bad = counts(diagnostics.rank_normalized_rhat(draws) > 1.01)
         if bad:
             warnings.warn(
                 f"R-hat > 1.01 for {sum(bad.values())} element(s) ({bad}); the chains have "
@@ -253,7 +251,7 @@ def _warn_on_problems(posterior: Posterior) -> None:
                 stacklevel=4,
             )
     threshold = 100 * posterior.num_chains
-    low = counts(az.ess(draws, method="bulk")["u"].values < threshold)
+    low = counts(diagnostics.bulk_ess(draws) < threshold)
     if low:
         warnings.warn(
             f"bulk ESS < {threshold} (100 per chain) for {sum(low.values())} element(s) ({low}); "

@@ -13,10 +13,15 @@ from __future__ import annotations
 import datetime
 from collections.abc import Mapping
 from importlib.metadata import version
+from typing import TYPE_CHECKING
 
-import arviz as az
 import numpy as np
-import xarray as xr
+
+if TYPE_CHECKING:
+    import xarray as xr
+
+# ArviZ and xarray are imported where they are used, not with ppl: importing ArviZ takes
+# about a second (half of `import ppl`), and a run that never exports should not pay it.
 
 __all__ = ["from_groups", "load", "save", "to_dataset"]
 
@@ -47,6 +52,8 @@ def to_dataset(
     get ``{name}_dim_{i}``; every dimension gets a coordinate (``coords`` where given,
     else ``arange``).
     """
+    import xarray as xr
+
     variables, all_coords = {}, {}
     for name, value in draws.items():
         value = np.asarray(value)
@@ -75,7 +82,11 @@ def from_groups(groups: Mapping[str, xr.Dataset]):
     empty groups are left out."""
     groups = {name: ds for name, ds in groups.items() if ds is not None and len(ds.data_vars)}
     if _ARVIZ_1:
+        import xarray as xr
+
         return xr.DataTree.from_dict(groups)
+    import arviz as az
+
     return az.InferenceData(**groups)
 
 
@@ -86,6 +97,8 @@ def save(data, path: str) -> None:
 
 def load(path: str):
     """Read ArviZ data written by :func:`save`, fully into memory."""
+    import arviz as az
+
     data = az.from_netcdf(path)
     if hasattr(data, "load"):
         data.load()

@@ -2,7 +2,7 @@
 
 The 4-device checks run in a subprocess (XLA reads the device-count flag once, at
 start-up). What is asserted is what docs/devices.md promises: with ``sequential``
-mapping NUTS/HMC draws, and VI and tempered SMC results, are bit-identical on 1 and 4
+mapping NUTS draws, and VI and tempered SMC results, are bit-identical on 1 and 4
 devices; the diffusion samplers agree to float rounding before resampling amplifies it
 (XLA fuses their arithmetic differently when a device holds one island instead of
 four), so their results are compared in distribution-preserving summaries; and
@@ -76,11 +76,6 @@ SCRIPT = textwrap.dedent(
     np.testing.assert_array_equal(one.unconstrained, four.unconstrained)
     five = ppl.nuts(eight_schools, SIGMA, y=Y, chains=5, **run)  # padded to 8 chains
     np.testing.assert_array_equal(five.unconstrained[:4], one.unconstrained)
-    two = ppl.nuts(eight_schools, SIGMA, y=Y, chains=2, **run)  # fewer chains than devices
-    assert two.attrs["num_devices"] == 2
-    np.testing.assert_array_equal(two.unconstrained, one.unconstrained[:2])
-    hmc = [ppl.hmc(eight_schools, SIGMA, y=Y, chains=4, devices=d, **run).unconstrained for d in (1, None)]
-    np.testing.assert_array_equal(*hmc)
     vec = ppl.nuts(eight_schools, SIGMA, y=Y, chains=4, key=jax.random.key(7), warmup=100, draws=50)
     assert vec.attrs["chain_method"] == "vectorized" and vec.attrs["num_devices"] == 4
     assert np.isfinite(vec.unconstrained).all()
@@ -104,7 +99,9 @@ SCRIPT = textwrap.dedent(
     mixture, observation, _ = D.grid_mixture_problem(1, 8, 2)
     prior = mixture.diffusion_prior(D.vp())
     posterior_sd = np.sqrt(np.asarray(mixture.posterior(observation).sample(jax.random.key(1), 4000)).var(0))
-    for sampler in (D.tds, D.mcgdiff, D.dps, D.afdps, D.fps):
+    # the samplers share one driver; these three cover its branches (twisted reweighting,
+    # resampling at every step, a finalize step)
+    for sampler in (D.tds, D.mcgdiff, D.fps):
         run = dict(key=jax.random.key(0), num_particles=400, num_steps=8, num_islands=4)
         a, b = (sampler(prior, observation, devices=d, **run) for d in (1, None))
         assert (a.attrs["num_devices"], b.attrs["num_devices"]) == (1, 4)
@@ -121,5 +118,5 @@ SCRIPT = textwrap.dedent(
 
 def test_every_driver_on_one_and_four_devices():
     stdout = run_on_four_devices(SCRIPT)
-    for name in ("mcmc", "vi", "tempered", "tds", "mcgdiff", "dps", "afdps-sde", "fps"):
+    for name in ("mcmc", "vi", "tempered", "tds", "mcgdiff", "fps"):
         assert f"{name} OK" in stdout, stdout

@@ -148,9 +148,11 @@ def test_fps_step_and_finalize():
     fps = sampler("fps")
     config = fps.Config(eta=1.0, c_rate=0.9, particles_per_filter=3, scheme="multinomial")
     times = SCHEDULE.timesteps(4)
-    state = fps.init(KEY, PRIOR, OBSERVATION, config, times, 2)  # 2 filters of 3 particles
+    init = jax.jit(fps.init, static_argnums=(3, 5))
+    step = jax.jit(fps.step, static_argnums=(4, 7))
+    state = init(KEY, PRIOR, OBSERVATION, config, times, 2)  # 2 filters of 3 particles
     assert state.particles.shape == (2, 3, 2) and state.path.shape == (2, 5, 1)
-    new, info = fps.step(KEY, state, PRIOR, OBSERVATION, config, times[0], times[1], False)
+    new, info = step(KEY, state, PRIOR, OBSERVATION, config, times[0], times[1], False)
     assert int(new.index) == 1
     # ESS: each filter's predictive weights for its own y_{t'}, averaged, scaled to N / M
     alpha, sigma = float(SCHEDULE.alpha(times[0])), float(SCHEDULE.sigma(times[0]))
@@ -165,7 +167,7 @@ def test_fps_step_and_finalize():
         w = np.exp(log_w - logsumexp(log_w))
         ess.append(1 / np.sum(w**2))
     np.testing.assert_allclose(float(info.ess), np.mean(ess) * 2 / 3, rtol=1e-4)
-    particles, log_weights, log_evidence = fps.finalize(KEY, new, config)
+    particles, log_weights, log_evidence = jax.jit(fps.finalize, static_argnums=2)(KEY, new, config)
     assert particles.shape == (2, 2)
     for j in range(2):  # each draw is one of its filter's particles
         assert np.min(np.abs(np.asarray(new.particles[j]) - np.asarray(particles[j])).sum(-1)) == 0

@@ -107,7 +107,8 @@ def test_one_step_is_blackjax_adaptive_tempered_kernel():
     particles = tempered.initial_particles(jax.random.key(0), compiled, 64)
     state = tempered.init(particles)
     prior = lambda u: compiled.logdensity(u) - compiled.log_likelihood(u)  # noqa: E731
-    new, info = tempered.step(jax.random.key(1), state, prior, compiled.log_likelihood, settings)
+    step = jax.jit(tempered.step, static_argnums=(2, 3, 4))
+    new, info = step(jax.random.key(1), state, prior, compiled.log_likelihood, settings)
     blackjax_kernel = adaptive_tempered.build_kernel(
         prior,
         compiled.log_likelihood,
@@ -121,7 +122,9 @@ def test_one_step_is_blackjax_adaptive_tempered_kernel():
         "inverse_mass_matrix": (jnp.var(particles, axis=0) + 1e-8)[None],
         "num_integration_steps": jnp.array([10]),
     }
-    expected, expected_info = blackjax_kernel(jax.random.key(1), state.smc, 5, parameters)
+    expected, expected_info = jax.jit(blackjax_kernel, static_argnums=2)(
+        jax.random.key(1), state.smc, 5, parameters
+    )
     np.testing.assert_array_equal(new.smc.particles, expected.particles)
     assert float(info.temperature) == float(expected.tempering_param) > 0
     assert float(new.log_evidence) == float(expected_info.log_likelihood_increment)

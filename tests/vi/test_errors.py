@@ -1,6 +1,5 @@
 """Bad objectives and guides fail at the boundary, naming the site."""
 
-
 import jax
 import jax.numpy as jnp
 import pytest

@@ -1,0 +1,38 @@
+"""The vectorised R-hat and bulk ESS equal ArviZ's, coordinate by coordinate."""
+
+import arviz as az
+import numpy as np
+import pytest
+
+from ppl.mcmc import diagnostics
+
+
+def ar1_draws(rng, chains, num, k, phi):
+    """AR(1) chains with autocorrelation ``phi`` per coordinate, some shifted (unmixed)."""
+    noise = rng.normal(size=(chains, num, k))
+    draws = np.empty_like(noise)
+    draws[:, 0] = noise[:, 0]
+    for t in range(1, num):
+        draws[:, t] = phi * draws[:, t - 1] + noise[:, t]
+    draws[0, :, 0] += 3.0  # one chain stuck elsewhere: large R-hat
+    return draws
+
+
+@pytest.mark.parametrize("chains,num", [(4, 1000), (2, 101), (1, 50), (3, 7)])
+@pytest.mark.parametrize("phi", [0.0, 0.6, 0.95, -0.4])
+def test_rhat_and_bulk_ess_equal_arviz(chains, num, phi):
+    rng = np.random.default_rng(int(10 * phi) + chains + num)
+    draws = ar1_draws(rng, chains, num, 5, phi)
+    draws[..., 4] = 1.5  # a constant coordinate
+    ess = diagnostics.bulk_ess(draws)
+    expected = az.ess({"x": draws}, method="bulk")["x"].values
+    np.testing.assert_allclose(ess, expected, rtol=1e-8)
+    if chains > 1:
+        rhat = diagnostics.rank_normalized_rhat(draws[..., :4])
+        np.testing.assert_allclose(rhat, az.rhat({"x": draws[..., :4]})["x"].values, rtol=1e-8)
+
+
+def test_a_stuck_chain_is_flagged():
+    draws = ar1_draws(np.random.default_rng(0), 4, 500, 2, 0.3)
+    rhat = diagnostics.rank_normalized_rhat(draws)
+    assert rhat[0] > 1.1 and rhat[1] < 1.01
