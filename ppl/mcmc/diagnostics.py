@@ -38,7 +38,8 @@ def _rhat(draws: np.ndarray) -> np.ndarray:
     num = draws.shape[1]
     between = num * np.var(draws.mean(axis=1), axis=0, ddof=1)
     within = np.mean(np.var(draws, axis=1, ddof=1), axis=0)
-    return np.sqrt((between / within + num - 1) / num)
+    with np.errstate(divide="ignore", invalid="ignore"):  # a constant coordinate: NaN, as ArviZ
+        return np.sqrt((between / within + num - 1) / num)
 
 
 def rank_normalized_rhat(draws: np.ndarray) -> np.ndarray:
@@ -73,7 +74,8 @@ def _ess(draws: np.ndarray) -> np.ndarray:
     var_plus = mean_var * (num - 1.0) / num
     if chains > 1:
         var_plus = var_plus + np.var(draws.mean(axis=1), axis=0, ddof=1)
-    rho = 1.0 - (mean_var - covariance.mean(axis=0)) / var_plus  # (num, k)
+    with np.errstate(divide="ignore", invalid="ignore"):  # constant coordinates: set below
+        rho = 1.0 - (mean_var - covariance.mean(axis=0)) / var_plus  # (num, k)
     rho[0] = 1.0
     # Pairs (rho[2j], rho[2j + 1]); pair j >= 1 is computed while pair j - 1 sums > 0
     # and 2j - 1 < num - 3. J is the last pair computed.

@@ -31,6 +31,7 @@ __all__ = [
     "ModelStructure",
     "SiteInfo",
     "compile",
+    "constrain_draws",
     "find_initial_position",
     "flatten",
     "make_log_likelihood",
@@ -552,6 +553,14 @@ class CompiledModel:
             dict site name -> array of shape ``(num_samples, *site_shape)``.
         """
         return sample_sites(self.model, self.args, self.kwargs, key, num_samples)
+
+
+@jax.jit
+def constrain_draws(compiled: CompiledModel, positions: jax.Array):
+    """``(values, log_likelihood)`` of flat draws ``positions`` ``(n, dim)``: every latent and
+    deterministic site constrained ``(n, ...)``, and the pointwise log-likelihood of every
+    observed site ``(n, *batch)``. One compiled program per model structure."""
+    return jax.vmap(lambda u: (compiled.constrain(u), compiled.pointwise_log_likelihood(u)))(positions)
 
 
 def sample_sites(model, args, kwargs, key, num_samples, latents=None) -> dict[str, jax.Array]:

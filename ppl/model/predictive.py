@@ -9,6 +9,7 @@ import numpy as np
 
 from ppl.model.compile import sample_sites
 from ppl.runtime.keys import validate_key
+from ppl.runtime.results import Draws
 
 __all__ = ["predictive"]
 
@@ -37,7 +38,7 @@ def predictive(
         >>> ppc = ppl.predictive(model, post, sigma, key=jax.random.key(2))     # doctest: +SKIP
     """
     key = validate_key(key)
-    if posterior is not None and not hasattr(posterior, "compiled"):
+    if posterior is not None and not (isinstance(posterior, Draws) and hasattr(posterior, "compiled")):
         raise TypeError(
             "predictive: posterior must be None (prior predictive) or a ppl.Posterior, "
             f"got {type(posterior).__name__}"

@@ -8,12 +8,14 @@ The rule every driver follows:
    arguments, hashed *by value*; data and parameters (including a
    :class:`~ppl.CompiledModel`, a pytree whose leaves are the data) are ordinary
    arguments. New data of the same shape, or a second identical call, reuses the
-   compiled program. No `ppl` module keeps a cache of its own: JAX's bounded jit cache
-   is the only one, so nothing in `ppl` pins user objects.
-2. Configuration that is a closure, such as an Optax ``GradientTransformation``, is
-   compared by what it computes: :func:`by_value` keys it by the jaxprs of its
-   functions (with their constants), so ``optax.adam(1e-3)`` built twice is the same
-   static argument and does not recompile.
+   compiled program. No `ppl` module keeps a cache of user objects: JAX's bounded jit
+   cache is the only one (``functools.lru_cache`` appears only on pure functions of
+   integers, such as the warmup schedule).
+2. Configuration that is a closure is compared by what it computes. An Optax
+   ``GradientTransformation`` is keyed by the jaxprs of its functions (:func:`by_value`,
+   constants included), so ``optax.adam(1e-3)`` built twice is the same static argument;
+   a Python function (a VI objective built by ``ppl.vi.objectives.elbo(model, guide)``)
+   by its code and what it closes over (:func:`function_key`).
 3. :func:`enable_persistent_cache` (called on ``import ppl``) turns on JAX's persistent
    compilation cache in a user cache directory, so a new Python process reuses the
    XLA executables of earlier ones. Opt out with ``PPL_COMPILATION_CACHE=0``; choose the
@@ -46,6 +48,7 @@ __all__ = [
     "ByValue",
     "by_value",
     "default_cache_directory",
+    "function_key",
     "enable_persistent_cache",
 ]
 
@@ -101,6 +104,39 @@ def by_value(transformation, params) -> ByValue:
     for closed in (init_jaxpr, update_jaxpr):
         _digest_jaxpr(digest, closed)
     return ByValue(transformation, digest.hexdigest())
+
+
+def function_key(fn, depth: int = 4):
+    """A hashable key equal for two functions that compute the same thing by construction.
+
+    A Python function's key is its code, its defaults and the keys of the values it
+    closes over: functions recursively (to ``depth``), hashable values by value, anything
+    else (arrays, lists) by identity. Two closures made by the same factory from the same
+    arguments (``objectives.elbo(model, guide)`` called twice) get equal keys; a closure
+    over a new array does not. Other callables are keyed by themselves.
+    """
+    code = getattr(fn, "__code__", None)
+    if code is None or depth == 0:
+        return _value_key(fn)
+    cells = tuple(_cell_key(cell, depth) for cell in (fn.__closure__ or ()))
+    defaults = tuple(_value_key(value) for value in (fn.__defaults__ or ()))
+    return ("function", code, defaults, cells)
+
+
+def _cell_key(cell, depth: int):
+    try:
+        value = cell.cell_contents
+    except ValueError:  # an empty cell
+        return ("empty",)
+    return function_key(value, depth - 1) if callable(value) else _value_key(value)
+
+
+def _value_key(value):
+    try:
+        hash(value)
+    except TypeError:
+        return ("identity", id(value))
+    return ("value", type(value), value)
 
 
 def default_cache_directory() -> str:

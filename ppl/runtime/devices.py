@@ -141,8 +141,9 @@ def map_replicas(fn: Callable, plan: DevicePlan, method: str = "sequential") -> 
     Args:
         fn: the one-replica function.
         plan: from :func:`plan_devices`.
-        method: ``"sequential"`` (``lax.map``: bit-identical results on any number of
-            devices, no replica waits for another's data-dependent loop) or
+        method: ``"sequential"`` (``lax.map``: every replica runs the same unbatched
+            program on any number of devices, and no replica waits for another's
+            data-dependent loop; see the module docstring on bit-identity) or
             ``"vectorized"`` (``vmap``: one batched program per device, faster when
             per-step overhead dominates, e.g. small models or accelerators).
     """

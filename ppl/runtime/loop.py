@@ -47,13 +47,16 @@ NUM_UPDATES = 20
 
 
 def progress_enabled(requested: bool | None) -> bool:
-    """``None`` means: on in an interactive terminal, off when piped, when ``CI`` is set,
-    and on every process but the first of a multi-process run."""
-    if jax.process_index() != 0:
-        return False
+    """Whether a loop runs with a progress bar (in chunks).
+
+    ``None`` means: on in an interactive terminal, off when piped or when ``CI`` is set,
+    and off under several processes, whose terminals may differ. The answer is the same
+    on every process of a run, because it decides how the loop is cut into jitted calls
+    (which every process must make alike); only process 0 draws the bar.
+    """
     if requested is not None:
         return bool(requested)
-    return sys.stderr.isatty() and not os.environ.get("CI")
+    return jax.process_count() == 1 and sys.stderr.isatty() and not os.environ.get("CI")
 
 
 def strongly_typed(tree):
@@ -78,10 +81,8 @@ class ProgressBar:
     """One bar for a whole run (``total`` units of ``unit``); a no-op when disabled."""
 
     def __init__(self, total: float, enabled: bool, *, unit: str = "step", description: str = ""):
-        self._bar = tqdm(total=total, unit=unit, disable=not enabled, dynamic_ncols=True, desc=description)
-
-    def describe(self, description: str) -> None:
-        self._bar.set_description(description)
+        shown = enabled and jax.process_index() == 0
+        self._bar = tqdm(total=total, unit=unit, disable=not shown, dynamic_ncols=True, desc=description)
 
     def advance(self, amount: float) -> None:
         self._bar.update(amount)
@@ -114,10 +115,12 @@ def scan_in_chunks(
         description, unit: the bar's label and unit; ``scale`` units per step (e.g. chains).
         num_chunks: ``None``: one chunk without a bar, :data:`NUM_UPDATES` with one.
         step_axis: the steps axis of ``outputs`` (1 when replicas come first).
-        keep: return the outputs concatenated along ``step_axis``; with ``False`` they
-            are only passed to ``on_chunk`` (e.g. warmup statistics that are reduced).
+        keep: bring the outputs to the host and return them concatenated along
+            ``step_axis``; with ``False`` they stay on the devices and are only passed
+            to ``on_chunk``, which moves what it needs (e.g. warmup divergences).
         on_chunk: ``(carry, outputs, stop) -> None`` after each chunk, with the chunk's
-            outputs on the host and the index one past its last step; it may raise.
+            outputs (on the host when ``keep``) and the index one past its last step; it
+            may raise.
     """
     num_steps = len(jax.tree.leaves(xs)[0]) if jax.tree.leaves(xs) else 0
     enabled = progress_enabled(progress_bar)
@@ -127,7 +130,7 @@ def scan_in_chunks(
     try:
         for start, stop in chunks:
             carry, outputs = advance(carry, jax.tree.map(lambda x, a=start, b=stop: x[a:b], xs))
-            if keep or on_chunk is not None:
+            if keep:
                 outputs = to_host(outputs)
             if on_chunk is not None:
                 on_chunk(carry, outputs, stop)
@@ -145,17 +148,17 @@ def loop_until(
     advance: Callable,
     carry,
     *,
-    is_done: Callable,
-    fraction_done: Callable,
+    status: Callable,
     progress_bar: bool | None,
     description: str = "",
     max_calls: int,
 ):
-    """Call ``advance(carry) -> carry`` until ``is_done(carry)`` (a host bool).
+    """Call ``advance(carry) -> carry`` until ``status(carry)`` says it is done.
 
-    ``advance`` runs a bounded number of steps per call (all of them when the bar is
-    off: the caller passes ``progress_enabled`` to size it); ``fraction_done(carry)``
-    in ``[0, 1]`` moves the bar, e.g. the smallest temperature of all islands.
+    ``status(carry) -> (done, fraction)`` reads the state once per call (on the host:
+    ``done`` a bool, ``fraction`` in ``[0, 1]`` for the bar, e.g. the smallest
+    temperature of all islands). ``advance`` runs a bounded number of steps per call
+    (all of them when the bar is off: the caller sizes it with :func:`progress_enabled`).
     ``max_calls`` bounds the number of calls.
     """
     bar = ProgressBar(100.0, progress_enabled(progress_bar), unit="%", description=description)
@@ -163,10 +166,10 @@ def loop_until(
     try:
         for _ in range(max_calls):
             carry = advance(carry)
-            done = float(fraction_done(carry)) * 100.0
-            bar.advance(max(0.0, done - shown))
-            shown = max(shown, done)
-            if is_done(carry):
+            done, fraction = status(carry)
+            bar.advance(max(0.0, 100.0 * float(fraction) - shown))
+            shown = max(shown, 100.0 * float(fraction))
+            if done:
                 break
     finally:
         bar.close()

@@ -40,10 +40,6 @@ from ppl.runtime.arviz import from_groups, to_dataset
 __all__ = ["Draws", "WeightedSamples", "to_inference_data"]
 
 
-def _empty() -> dict:
-    return {}
-
-
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Draws:
     """Equally weighted draws grouped by chain.
@@ -64,15 +60,15 @@ class Draws:
     """
 
     samples: dict[str, np.ndarray]
-    sample_stats: dict[str, np.ndarray] = dataclasses.field(default_factory=_empty)
-    log_likelihood: dict[str, np.ndarray] = dataclasses.field(default_factory=_empty)
-    observed_data: dict[str, np.ndarray] = dataclasses.field(default_factory=_empty)
-    constant_data: dict[str, np.ndarray] = dataclasses.field(default_factory=_empty)
-    dims: dict[str, tuple[str, ...]] = dataclasses.field(default_factory=_empty)
-    stats_dims: dict[str, tuple[str, ...]] = dataclasses.field(default_factory=_empty)
+    sample_stats: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
+    log_likelihood: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
+    observed_data: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
+    constant_data: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
+    dims: dict[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
+    stats_dims: dict[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
     log_likelihood_dims: dict[str, tuple[str, ...]] | None = None
-    coords: dict[str, Any] = dataclasses.field(default_factory=_empty)
-    attrs: dict[str, Any] = dataclasses.field(default_factory=_empty)
+    coords: dict[str, Any] = dataclasses.field(default_factory=dict)
+    attrs: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     @property
     def num_chains(self) -> int:
@@ -139,15 +135,15 @@ class WeightedSamples:
     samples: dict[str, np.ndarray]
     log_weights: np.ndarray
     log_evidence: float = float("nan")
-    sample_stats: dict[str, np.ndarray] = dataclasses.field(default_factory=_empty)
-    stats_dims: dict[str, tuple[str, ...]] = dataclasses.field(default_factory=_empty)
-    log_likelihood: dict[str, np.ndarray] = dataclasses.field(default_factory=_empty)
-    observed_data: dict[str, np.ndarray] = dataclasses.field(default_factory=_empty)
-    constant_data: dict[str, np.ndarray] = dataclasses.field(default_factory=_empty)
-    dims: dict[str, tuple[str, ...]] = dataclasses.field(default_factory=_empty)
+    sample_stats: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
+    stats_dims: dict[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
+    log_likelihood: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
+    observed_data: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
+    constant_data: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
+    dims: dict[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
     log_likelihood_dims: dict[str, tuple[str, ...]] | None = None
-    coords: dict[str, Any] = dataclasses.field(default_factory=_empty)
-    attrs: dict[str, Any] = dataclasses.field(default_factory=_empty)
+    coords: dict[str, Any] = dataclasses.field(default_factory=dict)
+    attrs: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     @property
     def num_particles(self) -> int:

@@ -23,10 +23,20 @@ from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from blackjax.smc import resampling as _blackjax
 from jax.scipy.special import logsumexp
 
-__all__ = ["SCHEMES", "check_scheme", "ess", "normalize", "resample", "resample_if", "reweight"]
+__all__ = [
+    "SCHEMES",
+    "check_scheme",
+    "ess",
+    "merge_islands",
+    "normalize",
+    "resample",
+    "resample_if",
+    "reweight",
+]
 
 #: Resampling schemes by name: ``fn(rng_key, weights (N,), num_samples) -> indices``.
 SCHEMES: dict[str, Callable] = {
@@ -105,3 +115,24 @@ def resample_if(
     particles = jax.tree.map(lambda leaf: leaf[ancestors], particles)
     log_weights = jnp.where(resampled, -jnp.log(num_particles) * jnp.ones_like(log_weights), log_weights)
     return particles, log_weights, resampled
+
+
+def merge_islands(log_weights, log_evidences) -> tuple[np.ndarray, float]:
+    """Merge independent particle systems exactly (NumPy, on the host).
+
+    Island ``j``'s normalised log-weights are shifted by its share of the evidence,
+    ``log Z_j - log sum_k Z_k``, and the merged evidence is the mean of the ``Z_j`` (an
+    average of unbiased estimates of ``p(y)``).
+
+    Args:
+        log_weights: ``(islands, n)`` normalised per island.
+        log_evidences: ``(islands,)``.
+
+    Returns:
+        ``(log_weights (islands * n,), log_evidence)``.
+    """
+    log_weights = np.asarray(log_weights, np.float64)
+    log_evidences = np.asarray(log_evidences, np.float64)
+    total = float(np.logaddexp.reduce(log_evidences))
+    merged = log_weights + (log_evidences - total)[:, None]
+    return merged.reshape(-1), total - float(np.log(len(log_evidences)))

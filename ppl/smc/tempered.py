@@ -39,9 +39,8 @@ import jax.numpy as jnp
 import numpy as np
 from blackjax.smc import adaptive_tempered
 from blackjax.smc import tempered as blackjax_tempered
-from jax.scipy.special import logsumexp
 
-from ppl.model.compile import CompiledModel, compile, sample_sites
+from ppl.model.compile import CompiledModel, compile, constrain_draws, sample_sites
 from ppl.runtime.devices import DevicePlan, map_replicas, plan_devices, to_host
 from ppl.runtime.keys import replica_keys, validate_key
 from ppl.runtime.loop import loop_until, progress_enabled
@@ -172,11 +171,6 @@ def _advance(islands, keys, compiled: CompiledModel, *, settings: Settings, plan
     return map_replicas(one, plan)((islands, keys), compiled)
 
 
-@jax.jit
-def _postprocess(particles, compiled: CompiledModel):
-    return jax.vmap(lambda u: (compiled.constrain(u), compiled.pointwise_log_likelihood(u)))(particles)
-
-
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class TemperedResult(WeightedSamples):
     """Weighted particles from :func:`tempered` (a :class:`~ppl.runtime.results.WeightedSamples`).
@@ -267,19 +261,17 @@ def tempered(
     # With a bar, one tempering step per call (a step is many HMC moves of every particle).
     chunk = 1 if progress_enabled(progress_bar) else settings.max_steps
 
-    def summary(islands):
+    def status(islands):
         temperature, count = to_host((islands.state.smc.tempering_param, islands.num_steps))
-        return temperature[:num_islands], count[:num_islands]
+        temperature, count = temperature[:num_islands], count[:num_islands]
+        return bool(np.all((temperature >= 1.0) | (count >= max_steps))), float(np.min(temperature))
 
     islands = loop_until(
         lambda islands: _advance(
             islands, keys[:, 1], compiled, settings=settings, plan=plan, num_steps=chunk
         ),
         islands,
-        is_done=lambda islands: bool(
-            np.all((summary(islands)[0] >= 1.0) | (summary(islands)[1] >= max_steps))
-        ),
-        fraction_done=lambda islands: float(np.min(summary(islands)[0])),
+        status=status,
         progress_bar=progress_bar,
         description="tempering",
         max_calls=settings.max_steps,
@@ -293,14 +285,14 @@ def tempered(
             stacklevel=2,
         )
     log_z = islands.state.log_evidence
-    merged = np.log(islands.state.smc.weights) + (log_z - logsumexp(log_z))[:, None]
+    log_weights, log_evidence = resampling.merge_islands(np.log(islands.state.smc.weights), log_z)
     particles = islands.state.smc.particles.reshape(-1, compiled.dim)
-    values, loglik = to_host(_postprocess(particles, compiled))
+    values, loglik = to_host(constrain_draws(compiled, particles))
     length = int(np.max(islands.num_steps))
     return TemperedResult(
         samples=values,
-        log_weights=merged.reshape(-1),
-        log_evidence=float(logsumexp(log_z) - np.log(num_islands)),
+        log_weights=log_weights,
+        log_evidence=log_evidence,
         sample_stats={name: value[:, :length] for name, value in islands.history._asdict().items()},
         stats_dims={name: ("island", "tempering_step") for name in Info._fields},
         log_likelihood=loglik,

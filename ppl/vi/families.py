@@ -10,7 +10,7 @@ import jax.numpy as jnp
 from jax.scipy.special import logsumexp
 
 from ppl.errors import ModelError
-from ppl.vi.sites import _name, _Record, _run_guide, log_joint
+from ppl.vi.sites import SiteRecord, callable_name, log_joint, run_guide
 
 
 class Family:
@@ -37,18 +37,18 @@ class _Guide(Family):
         self.fn = fn
 
     def simulate(self, rng_key, prefix, forced, branching, args, kwargs):
-        run = _run_guide(self.fn, args, kwargs, rng_key, prefix, forced, branching=branching)
+        run = run_guide(self.fn, args, kwargs, rng_key, prefix, forced, branching=branching)
         return run.values, sum(run.log_probs.values(), jnp.zeros(())), run.records
 
     def estimate_log_density(self, rng_key, prefix, values, args, kwargs):
         return log_joint(self.fn, values, args, kwargs), {}
 
 
-def _as_family(guide) -> Family:
+def as_family(guide) -> Family:
     return guide if isinstance(guide, Family) else _Guide(guide)
 
 
-def _particles(family: Family, rng_key, prefix, num, args, kwargs):
+def draw_particles(family: Family, rng_key, prefix, num, args, kwargs):
     """``num`` independent draws of ``family`` (vmapped), records with a leading axis."""
 
     def one(key):
@@ -65,17 +65,19 @@ class _Marginal(Family):
         """``log q(kept | aux_i)`` for ``num`` fresh auxiliary draws from the guide."""
 
         def one(key):
-            run = _run_guide(self.guide, args, kwargs, key, prefix, {}, constraints=kept, branching="error")
+            run = run_guide(self.guide, args, kwargs, key, prefix, {}, constraints=kept, branching="error")
             return run.weight, run.records
 
         return jax.vmap(one)(jax.random.split(rng_key, num))
 
     def simulate(self, rng_key, prefix, forced, branching, args, kwargs):
         joint_key, aux_key = jax.random.split(rng_key)
-        run = _run_guide(self.guide, args, kwargs, joint_key, prefix, forced, branching=branching)
+        run = run_guide(self.guide, args, kwargs, joint_key, prefix, forced, branching=branching)
         missing = set(self.keep) - set(run.values)
         if missing:
-            raise ModelError(f"marginal: {sorted(missing)} are not sample sites of {_name(self.guide)}")
+            raise ModelError(
+                f"marginal: {sorted(missing)} are not sample sites of {callable_name(self.guide)}"
+            )
         kept = {name: run.values[name] for name in self.keep}
         log_weights = jnp.stack([run.log_probs[name] for name in self.keep]).sum()[None]
         records = dict(run.records)
@@ -97,25 +99,27 @@ class _Marginal(Family):
 
 class _Normalized(Family):
     def __init__(self, model, proposal, num_particles):
-        self.model, self.proposal, self.num_particles = model, _as_family(proposal), num_particles
+        self.model, self.proposal, self.num_particles = model, as_family(proposal), num_particles
 
     def _log_target(self, values, args, kwargs):
         return jax.vmap(lambda v: log_joint(self.model, v, args, kwargs))(values)
 
     def simulate(self, rng_key, prefix, forced, branching, args, kwargs):
         draw_key, pick_key = jax.random.split(rng_key)
-        values, log_q, records = _particles(self.proposal, draw_key, prefix, self.num_particles, args, kwargs)
+        values, log_q, records = draw_particles(
+            self.proposal, draw_key, prefix, self.num_particles, args, kwargs
+        )
         log_w = self._log_target(values, args, kwargs) - log_q
         index = jax.random.categorical(pick_key, jax.lax.stop_gradient(log_w))
         # The resampling index is a random choice whose law depends on the parameters.
         records = dict(records)
-        records[prefix + "resample"] = _Record("reinforce", jax.nn.log_softmax(log_w)[index])
+        records[prefix + "resample"] = SiteRecord("reinforce", jax.nn.log_softmax(log_w)[index])
         chosen = jax.tree.map(lambda leaf: leaf[index], values)
         log_normalizer = logsumexp(log_w) - jnp.log(self.num_particles)
         return chosen, log_w[index] + log_q[index] - log_normalizer, records
 
     def estimate_log_density(self, rng_key, prefix, values, args, kwargs):
-        draws, log_q, records = _particles(
+        draws, log_q, records = draw_particles(
             self.proposal, rng_key, prefix, self.num_particles - 1, args, kwargs
         )
         own_key = jax.random.fold_in(rng_key, self.num_particles)

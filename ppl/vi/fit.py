@@ -354,7 +354,7 @@ def fit(
         objective=objective,
         optimizer=by_value(optimizer, state.params),
         settings=settings,
-        plan=None if plan.num_devices == 1 and jax.process_count() == 1 else plan,
+        plan=plan,
     )
     snapshots, snapshot_steps = [], []
 

@@ -36,9 +36,10 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from ppl.runtime.cache import function_key
 from ppl.vi import estimators as est
-from ppl.vi.families import Family, _as_family, _particles, marginal, normalize
-from ppl.vi.sites import _Branch, _name, _Record, _run_guide, log_joint
+from ppl.vi.families import Family, as_family, draw_particles, marginal, normalize
+from ppl.vi.sites import Branch, SiteRecord, callable_name, log_joint, run_guide
 
 __all__ = [
     "Expectation",
@@ -61,7 +62,7 @@ _STACK: list[_Context] = []
 class _Context:
     rng_key: jax.Array
     forced: Mapping[str, jax.Array]
-    records: dict[str, _Record] = field(default_factory=dict)
+    records: dict[str, SiteRecord] = field(default_factory=dict)
     calls: int = 0
     loo_baselines: jax.Array | None = None
 
@@ -99,13 +100,13 @@ def sim(
     """
     context = _current("sim")
     rng_key, prefix = context.next_call()
-    family = _as_family(guide)
+    family = as_family(guide)
     if particles is None:
         values, log_q, records = family.simulate(rng_key, prefix, context.forced, "raise", args, kwargs)
     else:
         if int(particles) < 1:
             raise ValueError(f"sim: particles must be >= 1, got {particles}")
-        values, log_q, records = _particles(family, rng_key, prefix, int(particles), args, kwargs)
+        values, log_q, records = draw_particles(family, rng_key, prefix, int(particles), args, kwargs)
     context.records.update(records)
     return values, log_q
 
@@ -180,7 +181,7 @@ def _surrogate(program: Callable, rng_key, args, forced) -> jax.Array:
     _STACK.append(context)
     try:
         value = program(*args)
-    except _Branch as branch:
+    except Branch as branch:
         branched = branch
     else:
         branched = None
@@ -191,7 +192,7 @@ def _surrogate(program: Callable, rng_key, args, forced) -> jax.Array:
     return _leaf(context, value)
 
 
-def _branches(program, rng_key, args, forced, branch: _Branch) -> jax.Array:
+def _branches(program, rng_key, args, forced, branch: Branch) -> jax.Array:
     """Combine the continuations of an ``enum`` or ``mvd`` site (see estimators)."""
 
     def continuation(value):
@@ -239,7 +240,18 @@ class Expectation:
         return jax.value_and_grad(lambda *a: self.surrogate(rng_key, *a), argnums=argnums)(*args)
 
     def __repr__(self) -> str:
-        return f"Expectation({_name(self.program)})"
+        return f"Expectation({callable_name(self.program)})"
+
+    # A static argument of compiled programs (``ppl.vi.fit``): compared by what it computes,
+    # so the same objective built twice (``objectives.elbo(model, guide)``) shares them.
+    def _key(self):
+        return (type(self), function_key(self.program))
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, Expectation) and self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
 
 
 def expectation(program: Callable) -> Expectation:
@@ -283,6 +295,9 @@ class _MeanOverData(Expectation):
     def __repr__(self) -> str:
         return f"mean_over_data({self.objective!r})"
 
+    def _key(self):
+        return (type(self), self.objective._key(), self.in_axes)
+
 
 def mean_over_data(objective: Expectation, in_axes=(None, 0)) -> Expectation:
     """The average of a per-datum objective over a batch, as one :class:`Expectation`.
@@ -305,7 +320,7 @@ def sample_guide(guide, rng_key: jax.Array, num_samples: int, *args, **kwargs) -
     each with a leading axis ``(num_samples, ...)``; ``enum``/``mvd`` sites are drawn."""
 
     def one(key):
-        run = _run_guide(guide, args, kwargs, key, "", {}, branching="draw")
+        run = run_guide(guide, args, kwargs, key, "", {}, branching="draw")
         return run.values
 
     return jax.lax.stop_gradient(jax.vmap(one)(jax.random.split(rng_key, num_samples)))

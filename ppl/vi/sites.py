@@ -1,7 +1,7 @@
 """Running a guide or a model on given values: the site-level half of ``ppl.vi``.
 
 :class:`_GuideRun` is the NumPyro messenger that draws each guide site with its
-estimator (or raises :class:`_Branch` at an ``enum``/``mvd`` site that needs the
+estimator (or raises :class:`Branch` at an ``enum``/``mvd`` site that needs the
 continuation) and records what the surrogate needs; :func:`log_joint` scores a model
 on values with the checks that catch missing, extra and mis-shaped values.
 """
@@ -24,7 +24,7 @@ from ppl.vi import estimators as est
 
 @functools.partial(jax.tree_util.register_dataclass, data_fields=["log_q", "baseline"], meta_fields=["kind"])
 @dataclass
-class _Record:
+class SiteRecord:
     """One guide site as the surrogate needs it; ``log_q`` has the particle axes
     of the ``sim`` call that drew it (``()`` for a single draw)."""
 
@@ -33,7 +33,7 @@ class _Record:
     baseline: jax.Array | None = None
 
 
-class _Branch(Exception):
+class Branch(Exception):
     """Raised at the first ``enum``/``mvd`` site whose value is not yet forced."""
 
     def __init__(self, site, fn, estimator, rng_key):
@@ -73,7 +73,7 @@ class _GuideRun(Messenger):
         self.rng_key, self.prefix, self.forced = rng_key, prefix, forced
         self.constraints, self.branching = constraints or {}, branching
         self.values: dict[str, jax.Array] = {}
-        self.records: dict[str, _Record] = {}
+        self.records: dict[str, SiteRecord] = {}
         self.log_probs: dict[str, jax.Array] = {}
         self.weight = jnp.zeros(())
         self._estimators: dict[str, est.Estimator] = {}
@@ -105,7 +105,7 @@ class _GuideRun(Messenger):
                         "is exponential); use reinforce()/reparam() there, or draw the particles "
                         "with separate sim calls"
                     )
-                raise _Branch(full_name, fn, estimator, site_key)
+                raise Branch(full_name, fn, estimator, site_key)
             elif estimator.branches:
                 value = jax.lax.stop_gradient(fn.sample(site_key, sample_shape))
             else:
@@ -127,21 +127,21 @@ class _GuideRun(Messenger):
         if estimator.kind == "reinforce" and estimator.baseline is not None:
             baseline = jnp.asarray(estimator.baseline, dtype=log_prob.dtype)
         kind = "forced" if self.prefix + name in self.forced else estimator.kind
-        self.records[self.prefix + name] = _Record(kind, log_prob, baseline)
+        self.records[self.prefix + name] = SiteRecord(kind, log_prob, baseline)
 
 
-def _run_guide(guide, args, kwargs, rng_key, prefix, forced, constraints=None, branching="raise"):
+def run_guide(guide, args, kwargs, rng_key, prefix, forced, constraints=None, branching="raise"):
     run = _GuideRun(rng_key, prefix, forced, constraints, branching)
     with run:
         guide(*args, **kwargs)
     if constraints:
         unused = set(constraints) - set(run.values)
         if unused:
-            raise ModelError(f"values {sorted(unused)} are not sample sites of {_name(guide)}")
+            raise ModelError(f"values {sorted(unused)} are not sample sites of {callable_name(guide)}")
     return run
 
 
-def _name(fn) -> str:
+def callable_name(fn) -> str:
     return getattr(fn, "__name__", type(fn).__name__)
 
 
@@ -156,11 +156,11 @@ class _RequireValues(Messenger):
         name = msg["name"]
         if msg["is_observed"] and name in self.values:
             raise ModelError(
-                f"density: site '{name}' of {_name(self.model)} is observed but also given a value"
+                f"density: site '{name}' of {callable_name(self.model)} is observed but also given a value"
             )
         if msg["value"] is None and not msg["is_observed"]:
             raise ModelError(
-                f"density: latent site '{name}' of {_name(self.model)} has no value "
+                f"density: latent site '{name}' of {callable_name(self.model)} has no value "
                 f"(values given: {sorted(self.values)})"
             )
 
@@ -172,7 +172,7 @@ def log_joint(model: Callable, values: Mapping[str, Any], args=(), kwargs=None) 
         model(*args, **kwargs)
     unused = set(values) - {name for name, site in trace.items() if site["type"] == "sample"}
     if unused:
-        raise ModelError(f"density: values {sorted(unused)} are not sample sites of {_name(model)}")
+        raise ModelError(f"density: values {sorted(unused)} are not sample sites of {callable_name(model)}")
     total = jnp.zeros(())
     for name, site in trace.items():
         if site["type"] == "sample":

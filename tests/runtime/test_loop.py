@@ -59,13 +59,6 @@ def test_loop_until_stops_when_done():
         calls.append(count)
         return count + 1
 
-    result = loop_until(
-        step, 0, is_done=lambda c: c >= 4, fraction_done=lambda c: c / 4, progress_bar=False, max_calls=100
-    )
+    result = loop_until(step, 0, status=lambda c: (c >= 4, c / 4), progress_bar=True, max_calls=100)
     assert result == 4 and len(calls) == 4
-    assert (
-        loop_until(
-            step, 0, is_done=lambda c: False, fraction_done=lambda c: 0.0, progress_bar=False, max_calls=3
-        )
-        == 3
-    )
+    assert loop_until(step, 0, status=lambda c: (False, 0.0), progress_bar=False, max_calls=3) == 3

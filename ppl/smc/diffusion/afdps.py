@@ -140,7 +140,8 @@ def afdps(
         num_particles: ``N``, all islands together (a multiple of ``num_islands``).
         num_steps: steps of the shared time grid ``prior.schedule.timesteps(num_steps)``.
         num_islands: independent particle systems of ``N / num_islands`` particles, merged
-            by evidence (a setting of the algorithm: the result does not depend on devices).
+            by evidence (a setting of the algorithm, not of the devices: the same key gives
+            the same result on any number of devices, to float rounding).
         variant: ``"sde"`` or ``"ode"`` (probability-flow predictor + Langevin corrector).
         ess_threshold: resample when ``ESS < ess_threshold * N``.
         resampling_scheme: a name in :data:`ppl.smc.resampling.SCHEMES`.
@@ -166,10 +167,10 @@ def afdps(
     )
     return run(
         SAMPLERS[variant],
-        key,
         prior,
         observation,
         config,
+        key=key,
         num_particles=num_particles,
         num_steps=num_steps,
         num_islands=num_islands,

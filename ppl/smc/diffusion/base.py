@@ -15,7 +15,9 @@ defined) as a separate static branch, and merges the islands exactly: island ``j
 normalised weights are multiplied by its evidence estimate ``Z_j`` (independent SMC runs
 combine that way), and the merged evidence is the mean of the ``Z_j``. Island ``j`` uses
 ``fold_in(key, j)`` and step ``i`` of an island ``fold_in(island_key, i)``, so the same key
-gives bit-identical particles on any number of devices.
+gives the same particles on any number of devices, to float rounding (XLA fuses a
+network's arithmetic differently when a device holds one island instead of several, and
+resampling can turn last-bit differences into other, equally distributed, particles).
 """
 
 from __future__ import annotations
@@ -29,11 +31,10 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.scipy.special import logsumexp
 
 from ppl.runtime.devices import DevicePlan, map_replicas, plan_devices, to_host
 from ppl.runtime.keys import replica_keys, validate_key
-from ppl.runtime.loop import scan_in_chunks
+from ppl.runtime.loop import scan_in_chunks, strongly_typed
 from ppl.runtime.results import WeightedSamples
 from ppl.smc import resampling
 from ppl.smc.diffusion.operators import Measurement
@@ -141,14 +142,16 @@ def _check_inputs(prior, observation, num_particles: int, num_steps: int, num_is
 # --------------------------------------------------------------- the programs
 # The sampler, its config, the device plan and the particle count are static (hashed by
 # value); the prior, the measurement and the time grid are data, so a new network, a new
-# mixture or a new observation of the same shape never recompiles.
+# mixture or a new observation of the same shape never recompiles (a ``twist_fn`` in a
+# config is static: a closure over arrays is compared by identity). States are strongly
+# typed at every step, so a chunk's output has the type of its input.
 
 
 @functools.partial(jax.jit, static_argnames=("sampler", "config", "plan", "num_particles"))
 def _init_islands(keys, prior, observation, times, *, sampler, config, plan, num_particles):
     def one(key, shared):
         prior, observation, times = shared
-        return sampler.init(key, prior, observation, config, times, num_particles)
+        return strongly_typed(sampler.init(key, prior, observation, config, times, num_particles))
 
     return map_replicas(one, plan)(keys, (prior, observation, times))
 
@@ -160,9 +163,10 @@ def _steps(sampler, config, final):
 
         def body(state, x):
             index, t, t_next = x
-            return sampler.step(
+            state, info = sampler.step(
                 jax.random.fold_in(key, index), state, prior, observation, config, t, t_next, final
             )
+            return strongly_typed(state), info
 
         state, infos = jax.lax.scan(body, state, (indices, times, times_next))
         return (state, key), infos
@@ -255,11 +259,11 @@ def _pointwise_log_likelihood(observation: Measurement, particles):
 
 def run(
     sampler: Sampler,
-    key,
     prior,
     observation,
     config,
     *,
+    key,
     num_particles: int,
     num_steps: int,
     num_islands: int,
@@ -299,13 +303,12 @@ def run(
         if infos is None
         else jax.tree.map(lambda many, one: np.concatenate([many, one], axis=1), infos, last_infos)
     )
-    particles, log_weights, log_z = particles[:num_islands], log_weights[:num_islands], log_z[:num_islands]
-    merged = log_weights + (log_z - logsumexp(log_z))[:, None]
-    particles = particles.reshape(-1, prior.dim)
+    log_weights, log_evidence = resampling.merge_islands(log_weights[:num_islands], log_z[:num_islands])
+    particles = particles[:num_islands].reshape(-1, prior.dim)
     result = DiffusionResult(
         samples={"x": particles},
-        log_weights=merged.reshape(-1),
-        log_evidence=float(logsumexp(log_z) - np.log(num_islands)) if sampler.has_evidence else float("nan"),
+        log_weights=log_weights,
+        log_evidence=log_evidence if sampler.has_evidence else float("nan"),
         sample_stats={name: value[:num_islands] for name, value in infos._asdict().items()},
         stats_dims={name: ("island", "diffusion_step") for name in StepInfo._fields},
         log_likelihood={"y": to_host(_pointwise_log_likelihood(observation, particles))},

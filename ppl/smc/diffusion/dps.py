@@ -104,10 +104,10 @@ def dps(
     config = Config(float(eta), float(guidance_scale))
     return run(
         SAMPLER,
-        key,
         prior,
         observation,
         config,
+        key=key,
         num_particles=num_particles,
         num_steps=num_steps,
         num_islands=num_islands,

@@ -191,10 +191,10 @@ def fps(
     config = Config(float(eta), float(c_rate), int(particles_per_filter), resampling_scheme)
     return run(
         SAMPLER,
-        key,
         prior,
         observation,
         config,
+        key=key,
         num_particles=num_particles,
         num_steps=num_steps,
         num_islands=num_islands,

@@ -190,10 +190,10 @@ def mcgdiff(
     config = Config(float(eta), resampling_scheme)
     return run(
         SAMPLER,
-        key,
         prior,
         observation,
         config,
+        key=key,
         num_particles=num_particles,
         num_steps=num_steps,
         num_islands=num_islands,

@@ -151,10 +151,10 @@ def tds(
     config = Config(float(eta), float(ess_threshold), resampling_scheme, twist_fn)
     return run(
         SAMPLER,
-        key,
         prior,
         observation,
         config,
+        key=key,
         num_particles=num_particles,
         num_steps=num_steps,
         num_islands=num_islands,
