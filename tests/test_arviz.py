@@ -3,13 +3,13 @@
 import warnings
 
 import arviz as az
-import jax
 import numpy as np
 import pytest
 import xarray as xr
 
 import ppl
 from tests.models import NUTS_SAMPLE_STATS, SIGMA, Y, eight_schools
+from tests.seeds import key
 
 SCHOOLS = [f"school {i}" for i in range(8)]
 
@@ -18,13 +18,13 @@ SCHOOLS = [f"school {i}" for i in range(8)]
 def posterior():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return ppl.nuts(eight_schools, SIGMA, y=Y, key=jax.random.key(0), chains=2, warmup=200, draws=200)
+        return ppl.nuts(eight_schools, SIGMA, y=Y, key=key(0), chains=2, warmup=200, draws=200)
 
 
 @pytest.fixture(scope="module")
 def idata(posterior):
-    prior = ppl.predictive(eight_schools, None, SIGMA, key=jax.random.key(1), num_samples=100)
-    ppc = ppl.predictive(eight_schools, posterior, SIGMA, key=jax.random.key(2))
+    prior = ppl.predictive(eight_schools, None, SIGMA, key=key(1), num_samples=100)
+    ppc = ppl.predictive(eight_schools, posterior, SIGMA, key=key(2))
     return posterior.to_arviz(prior=prior, posterior_predictive=ppc, coords={"school": SCHOOLS})
 
 

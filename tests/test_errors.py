@@ -1,6 +1,5 @@
 """Bad models and bad arguments raise ModelError / TypeError / ValueError naming the site."""
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -8,8 +7,9 @@ import pytest
 import ppl
 from ppl import dist
 from tests.models import SIGMA, Y, eight_schools
+from tests.seeds import key
 
-KEY = jax.random.key(0)
+KEY = key(0)
 
 
 def test_duplicate_site_name():

@@ -7,14 +7,14 @@ being the sample sd over independent replications / sqrt(replications).
 
 import warnings
 
-import jax
 import numpy as np
 import pytest
 from scipy import special, stats
 
 from ppl.eb import binomial as eb
+from tests.seeds import key, seed
 
-RNG = np.random.default_rng(0)
+RNG = np.random.default_rng(seed(0))
 
 
 def cross_fit_pooled(x, n, folds):
@@ -67,7 +67,7 @@ def test_two_sample_risk_is_unbiased():
     gaps = []
     for r in range(replications):
         x1, x2 = RNG.binomial(n1, p1), RNG.binomial(n2, p2)
-        result = eb.shrink_difference(x1, n1, x2, n2, key=jax.random.key(r), lam=lam)
+        result = eb.shrink_difference(x1, n1, x2, n2, key=key(r), lam=lam)
         gaps.append(result.risk - np.mean((result.estimate - (p1 - p2)) ** 2))
     gaps = np.asarray(gaps)
     assert abs(gaps.mean()) < 4 * gaps.std() / np.sqrt(replications)
@@ -75,9 +75,9 @@ def test_two_sample_risk_is_unbiased():
 
 def test_cross_fitted_target_excludes_own_fold():
     x, n = np.array([1, 2, 3, 4, 5, 6.0]), np.array([10, 10, 10, 20, 20, 20.0])
-    key = jax.random.key(3)
-    target = eb.cross_fitted_target(x, n, key=key, folds=2)
-    fold = eb.fold_labels(key, 6, 2)
+    fold_key = key(3)
+    target = eb.cross_fitted_target(x, n, key=fold_key, folds=2)
+    fold = eb.fold_labels(fold_key, 6, 2)
     assert sorted(np.bincount(fold)) == [3, 3]
     for k in (0, 1):
         other = fold != k
@@ -88,7 +88,7 @@ def test_shrink_result_and_risk_summary():
     n = RNG.integers(2, 30, 500)
     p = RNG.beta(2, 8, 500)
     x = RNG.binomial(n, p)
-    result = eb.shrink(x, n, key=jax.random.key(0))
+    result = eb.shrink(x, n, key=key(0))
     weight = n / (n + result.lam)
     np.testing.assert_allclose(result.weight, weight, rtol=1e-6)
     np.testing.assert_allclose(result.estimate, result.target + weight * (x / n - result.target), rtol=1e-6)
@@ -108,8 +108,8 @@ def test_covariates_improve_the_target():
     p = RNG.beta(20 * mean, 20 * (1 - mean))
     n = RNG.integers(2, 30, m)
     x = RNG.binomial(n, p)
-    with_z = eb.shrink(x, n, z, key=jax.random.key(0), level=None)
-    without = eb.shrink(x, n, key=jax.random.key(0), level=None)
+    with_z = eb.shrink(x, n, z, key=key(0), level=None)
+    without = eb.shrink(x, n, key=key(0), level=None)
     mse = lambda e: np.mean((e - p) ** 2)  # noqa: E731
     assert mse(with_z.estimate) < 0.8 * mse(without.estimate) < 0.8 * mse(x / n)
 
@@ -125,7 +125,7 @@ def test_interval_coverage_at_small_n(prior):
         n = RNG.integers(2, 11, m)
         p = RNG.beta(*prior, m)
         x = RNG.binomial(n, p)
-        result = eb.shrink(x, n, key=jax.random.key(r), level=level)
+        result = eb.shrink(x, n, key=key(r), level=level)
         coverage.append(np.mean((p >= result.lower) & (p <= result.upper)))
     coverage = np.asarray(coverage)
     se = coverage.std() / np.sqrt(replications)
@@ -176,17 +176,17 @@ def test_npmle_likelihood_increases_and_posterior_means_match():
 )
 def test_bad_counts(x, n, message):
     with pytest.raises(ValueError, match=message):
-        eb.shrink(x, n, key=jax.random.key(0))
+        eb.shrink(x, n, key=key(0))
 
 
 def test_nan_covariates_name_the_rows():
     with pytest.raises(ValueError, match=r"covariates are NaN or infinite at row\(s\) 2"):
-        eb.shrink([1, 2, 3, 4], [5, 5, 5, 5], np.array([0.1, 0.2, np.nan, 0.4]), key=jax.random.key(0))
+        eb.shrink([1, 2, 3, 4], [5, 5, 5, 5], np.array([0.1, 0.2, np.nan, 0.4]), key=key(0))
 
 
 def test_units_with_one_trial_are_estimated_and_reported():
     with pytest.warns(UserWarning, match="2 of 6 units have fewer than 2 trials"):
-        result = eb.shrink([0, 1, 2, 3, 1, 4], [1, 1, 5, 6, 4, 8], key=jax.random.key(0))
+        result = eb.shrink([0, 1, 2, 3, 1, 4], [1, 1, 5, 6, 4, 8], key=key(0))
     assert result.num_unscored == 2 and np.all(np.isfinite(result.estimate))
 
 
@@ -198,7 +198,7 @@ def test_hierarchical_model_with_nuts_shrinks_toward_the_pooled_rate():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         posterior = ppl.nuts(
-            eb.hierarchical_model, n, successes=x, key=jax.random.key(0), chains=2, warmup=300, draws=300
+            eb.hierarchical_model, n, successes=x, key=key(0), chains=2, warmup=300, draws=300
         )
     means = posterior.samples["p"].mean(axis=(0, 1))
     pooled = x.sum() / n.sum()

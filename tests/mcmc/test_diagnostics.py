@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from ppl.mcmc import diagnostics
+from tests.seeds import seed
 
 
 def ar1_draws(rng, chains, num, k, phi):
@@ -23,7 +24,7 @@ def ar1_draws(rng, chains, num, k, phi):
 @pytest.mark.parametrize("chains,num", [(4, 1000), (2, 101), (1, 50), (3, 7)])
 @pytest.mark.parametrize("phi", [0.0, 0.6, 0.95, -0.4])
 def test_rhat_and_bulk_ess_equal_arviz(chains, num, phi):
-    rng = np.random.default_rng(int(10 * phi) + chains + num)
+    rng = np.random.default_rng(seed(int(10 * phi) + chains + num))
     draws = ar1_draws(rng, chains, num, 5, phi)
     draws[..., 4] = 1.5  # a constant coordinate
     ess = diagnostics.bulk_ess(draws)
@@ -37,6 +38,6 @@ def test_rhat_and_bulk_ess_equal_arviz(chains, num, phi):
 
 
 def test_a_stuck_chain_is_flagged():
-    draws = ar1_draws(np.random.default_rng(0), 4, 500, 2, 0.3)
+    draws = ar1_draws(np.random.default_rng(seed(0)), 4, 500, 2, 0.3)
     rhat = diagnostics.rank_normalized_rhat(draws)
     assert rhat[0] > 1.1 and rhat[1] < 1.01

@@ -11,6 +11,7 @@ import pytest
 from blackjax.adaptation.window_adaptation import base as window_adaptation_base
 
 from ppl.mcmc import kernel
+from tests.seeds import key
 
 SCALES = jnp.array([1.0, 2.0, 0.5])
 
@@ -36,17 +37,17 @@ def test_a_sampling_step_is_blackjax_step(algorithm):
     state = kernel.init(POSITION, logdensity, settings)
     step_size = jnp.float32(0.7)
     state = state._replace(step_size=step_size, inverse_mass_matrix=jnp.array([1.0, 3.0, 0.4]))
-    key = jax.random.key(11)
-    new, info = kernel.step(key, state, logdensity, kernel.SAMPLING, (0, False), settings)
+    step_key = key(11)
+    new, info = kernel.step(step_key, state, logdensity, kernel.SAMPLING, (0, False), settings)
     hmc_state = blackjax.hmc.init(POSITION, logdensity)
     if algorithm == "nuts":
         expected, expected_info = blackjax.nuts.build_kernel()(
-            key, hmc_state, logdensity, step_size, state.inverse_mass_matrix, max_num_doublings=6
+            step_key, hmc_state, logdensity, step_size, state.inverse_mass_matrix, max_num_doublings=6
         )
         assert int(info.tree_depth) == int(expected_info.num_trajectory_expansions)
     else:
         expected, expected_info = blackjax.hmc.build_kernel()(
-            key, hmc_state, logdensity, step_size, state.inverse_mass_matrix, num_integration_steps=7
+            step_key, hmc_state, logdensity, step_size, state.inverse_mass_matrix, num_integration_steps=7
         )
         assert int(info.tree_depth) == -1
     np.testing.assert_array_equal(new.hmc.position, expected.position)
@@ -63,12 +64,12 @@ def test_a_sampling_step_is_blackjax_step(algorithm):
 def test_a_warmup_step_updates_the_adaptation_as_blackjax_does():
     settings = kernel.Settings()
     state = kernel.init(POSITION, logdensity, settings)
-    key, window = jax.random.key(3), (1, False)  # a slow window, not its end
-    new, info = kernel.step(key, state, logdensity, kernel.WARMUP, window, settings)
+    step_key, window = key(3), (1, False)  # a slow window, not its end
+    new, info = kernel.step(step_key, state, logdensity, kernel.WARMUP, window, settings)
     adapt_init, adapt_update, _ = blackjax_adaptation(settings)
     adaptation = adapt_init(POSITION, settings.initial_step_size)
     moved, moved_info = blackjax.nuts.build_kernel()(
-        key,
+        step_key,
         blackjax.hmc.init(POSITION, logdensity),
         logdensity,
         adaptation.step_size,
@@ -87,8 +88,8 @@ def test_the_last_warmup_step_fixes_the_final_step_size_and_mass_matrix():
     state = kernel.init(POSITION, logdensity, settings)
     step = jax.jit(lambda key, state, phase: kernel.step(key, state, logdensity, phase, (1, False), settings))
     for t in range(30):
-        state, _ = step(jax.random.key(t), state, kernel.WARMUP)
-    state, _ = step(jax.random.key(99), state, kernel.LAST_WARMUP)
+        state, _ = step(key(t), state, kernel.WARMUP)
+    state, _ = step(key(99), state, kernel.LAST_WARMUP)
     _, _, adapt_final = blackjax_adaptation(settings)
     final_step_size, final_imm = adapt_final(state.adaptation)
     np.testing.assert_allclose(state.step_size, final_step_size, rtol=1e-6)

@@ -16,6 +16,7 @@ import pytest
 import ppl
 from ppl import dist
 from tests.models import NUTS_SAMPLE_STATS, SIGMA, Y, eight_schools
+from tests.seeds import key, seed
 
 RUN = {"chains": 4, "warmup": 500, "draws": 1000}
 
@@ -37,8 +38,8 @@ def normal_normal(y, prior_sd=2.0, noise_sd=1.0):
 
 
 def test_normal_normal_conjugate_posterior():
-    y = np.random.default_rng(1).normal(0.5, 1.0, size=20)
-    posterior = ppl.nuts(normal_normal, y, key=jax.random.key(0), **RUN)
+    y = np.random.default_rng(seed(1)).normal(0.5, 1.0, size=20)
+    posterior = ppl.nuts(normal_normal, y, key=key(0), **RUN)
     precision = 1 / 2.0**2 + len(y) / 1.0**2
     mean = (1.0 / 2.0**2 + y.sum() / 1.0**2) / precision
     assert_moments(posterior.samples["mu"], mean, 1 / precision)
@@ -50,7 +51,7 @@ def beta_binomial(k, n):
 
 
 def test_beta_binomial_conjugate_posterior():
-    posterior = ppl.nuts(beta_binomial, jnp.array(11), 30, key=jax.random.key(1), **RUN)
+    posterior = ppl.nuts(beta_binomial, jnp.array(11), 30, key=key(1), **RUN)
     a, b = 2.0 + 11, 3.0 + 30 - 11
     assert_moments(posterior.samples["p"], a / (a + b), a * b / ((a + b) ** 2 * (a + b + 1)))
 
@@ -63,7 +64,7 @@ def schools():
             eight_schools,
             SIGMA,
             y=Y,
-            key=jax.random.key(0),
+            key=key(0),
             chains=4,
             warmup=1000,
             draws=1000,
@@ -111,11 +112,11 @@ def test_same_key_same_draws_and_no_recompile_on_new_data(schools):
     run = {"chains": 4, "warmup": 1000, "draws": 1000, "target_accept": 0.95}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        first = ppl.nuts(counted, SIGMA, y=Y, key=jax.random.key(0), **run)
+        first = ppl.nuts(counted, SIGMA, y=Y, key=key(0), **run)
         count = len(traces)
-        again = ppl.nuts(counted, SIGMA, y=Y, key=jax.random.key(0), **run)
-        shifted = ppl.nuts(counted, SIGMA, y=Y + 1.0, key=jax.random.key(0), **run)
-        other_key = ppl.nuts(counted, SIGMA, y=Y, key=jax.random.key(5), **run)
+        again = ppl.nuts(counted, SIGMA, y=Y, key=key(0), **run)
+        shifted = ppl.nuts(counted, SIGMA, y=Y + 1.0, key=key(0), **run)
+        other_key = ppl.nuts(counted, SIGMA, y=Y, key=key(5), **run)
     assert count > 0 and len(traces) == count  # new data, same shapes: no re-trace
     np.testing.assert_array_equal(first.samples["mu"], again.samples["mu"])
     np.testing.assert_array_equal(first.samples["mu"], schools.samples["mu"])  # model wrapper aside
@@ -124,16 +125,16 @@ def test_same_key_same_draws_and_no_recompile_on_new_data(schools):
 
 
 def test_progress_bar_chunks_do_not_change_draws():
-    y = np.random.default_rng(1).normal(0.5, 1.0, size=20)
+    y = np.random.default_rng(seed(1)).normal(0.5, 1.0, size=20)
     run = {"chains": 2, "warmup": 60, "draws": 50}
-    plain = ppl.nuts(normal_normal, y, key=jax.random.key(3), progress_bar=False, **run)
-    with_bar = ppl.nuts(normal_normal, y, key=jax.random.key(3), progress_bar=True, **run)
+    plain = ppl.nuts(normal_normal, y, key=key(3), progress_bar=False, **run)
+    with_bar = ppl.nuts(normal_normal, y, key=key(3), progress_bar=True, **run)
     np.testing.assert_allclose(plain.samples["mu"], with_bar.samples["mu"], rtol=1e-6)
 
 
 def test_hmc_conjugate_posterior():
-    y = np.random.default_rng(1).normal(0.5, 1.0, size=20)
-    posterior = ppl.hmc(normal_normal, y, key=jax.random.key(4), num_integration_steps=8, **RUN)
+    y = np.random.default_rng(seed(1)).normal(0.5, 1.0, size=20)
+    posterior = ppl.hmc(normal_normal, y, key=key(4), num_integration_steps=8, **RUN)
     precision = 1 / 4.0 + 20.0
     mean = (1.0 / 4.0 + y.sum()) / precision
     assert_moments(posterior.samples["mu"], mean, 1 / precision)
@@ -149,9 +150,7 @@ def funnel():
 def test_divergences_and_poor_mixing_warn_with_counts():
     """Neal's funnel with a short warmup and a low target: this key gives 24 divergences."""
     with pytest.warns(UserWarning) as record:
-        posterior = ppl.nuts(
-            funnel, key=jax.random.key(2), chains=2, warmup=100, draws=100, target_accept=0.6
-        )
+        posterior = ppl.nuts(funnel, key=key(2), chains=2, warmup=100, draws=100, target_accept=0.6)
     counts = posterior.sample_stats["diverging"].sum(axis=1).tolist()
     messages = [str(w.message) for w in record]
     assert sum(counts) > 0
@@ -163,7 +162,7 @@ def test_dense_mass_matrix():
     def correlated():
         ppl.sample("x", dist.MultivariateNormal(jnp.zeros(2), jnp.array([[1.0, 0.95], [0.95, 1.0]])))
 
-    posterior = ppl.nuts(correlated, key=jax.random.key(2), dense_mass=True, **RUN)
+    posterior = ppl.nuts(correlated, key=key(2), dense_mass=True, **RUN)
     assert posterior.inverse_mass_matrix.shape == (4, 2, 2)
     x = posterior.samples["x"]
     assert_moments(x[..., 0], 0.0, 1.0)

@@ -14,6 +14,7 @@ import ppl
 from ppl import dist
 from ppl.model.compile import flatten, merge_data, split_data, unflatten
 from tests.models import SIGMA, Y, eight_schools
+from tests.seeds import key, seed
 
 
 def normal_plate(y):
@@ -86,7 +87,7 @@ def numpyro_native(y):
         numpyro.sample("y", numpyro.distributions.StudentT(4.0, 0.0, s), obs=y)
 
 
-rng = np.random.default_rng(0)
+rng = np.random.default_rng(seed(0))
 MODELS = {
     "normal_plate": (normal_plate, (rng.normal(size=5),)),
     "positive": (positive, (rng.gamma(2.0, size=6),)),
@@ -119,7 +120,7 @@ def oracle_logdensity(model, args, cm, u):
 def test_logdensity_matches_numpyro_plus_jacobian(name):
     model, args = MODELS[name]
     cm = ppl.compile(model, *args)
-    points = jax.random.normal(jax.random.key(0), (3, cm.dim))
+    points = jax.random.normal(key(0), (3, cm.dim))
     ours = jax.jit(jax.vmap(cm.logdensity))(points)
     reference = jax.jit(jax.vmap(lambda u: oracle_logdensity(model, args, cm, u)))(points)
     assert np.all(np.isfinite(ours))
@@ -159,7 +160,7 @@ def test_layout_dims_and_coords():
 def test_constrain_unconstrain_round_trip(name):
     model, args = MODELS[name]
     cm = ppl.compile(model, *args)
-    u = cm.init(jax.random.key(3))
+    u = cm.init(key(3))
     values = cm.constrain(u)
     np.testing.assert_allclose(cm.unconstrain(values), u, rtol=1e-4, atol=1e-4)
     for site in cm.latent_sites:
@@ -168,15 +169,15 @@ def test_constrain_unconstrain_round_trip(name):
 
 def test_init_is_valid_and_deterministic():
     cm = ppl.compile(positive, rng.gamma(2.0, size=6))
-    u = cm.init(jax.random.key(0))
+    u = cm.init(key(0))
     assert np.all(np.abs(u) < 2.0) and np.isfinite(cm.logdensity(u))
-    np.testing.assert_array_equal(u, cm.init(jax.random.key(0)))
-    assert not np.array_equal(u, cm.init(jax.random.key(1)))
+    np.testing.assert_array_equal(u, cm.init(key(0)))
+    assert not np.array_equal(u, cm.init(key(1)))
 
 
 def test_sample_prior_shapes_and_moments():
     cm = ppl.compile(eight_schools, SIGMA, y=Y)
-    draws = cm.sample_prior(jax.random.key(0), 4000)
+    draws = cm.sample_prior(key(0), 4000)
     assert draws["mu"].shape == (4000,) and draws["eta"].shape == (4000, 8)
     assert draws["y"].shape == (4000, 8) and draws["theta"].shape == (4000, 8)
     # mu ~ N(0, 5): mean within 5 standard errors (5 * 5 / sqrt(4000) = 0.40).

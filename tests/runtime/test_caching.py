@@ -22,6 +22,7 @@ import ppl
 from ppl.runtime.cache import by_value
 from ppl.smc import diffusion as D
 from tests.models import SIGMA, Y, eight_schools
+from tests.seeds import key
 from tests.smc.test_tempered import X, regression
 from tests.smc.test_tempered import Y as Y_REGRESSION
 from tests.vi.models import NORMAL_PARAMS, normal_guide, normal_model
@@ -74,7 +75,7 @@ def assert_no_new_trace_or_compile(call, variants, jitted):
 def test_nuts_and_hmc():
     def call(y):
         for sampler in (ppl.nuts, ppl.hmc):
-            sampler(eight_schools, SIGMA, y=y, key=jax.random.key(0), chains=2, warmup=30, draws=30)
+            sampler(eight_schools, SIGMA, y=y, key=key(0), chains=2, warmup=30, draws=30)
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # short runs warn about ESS
@@ -90,9 +91,7 @@ def test_vi_fit_with_a_fresh_equal_optimiser_and_objective():
     def call(variant):
         y, learning_rate = variant
         elbo = ppl.vi.objectives.elbo(normal_model, normal_guide())  # written anew, as users do
-        ppl.vi.fit(
-            elbo, NORMAL_PARAMS, y, optimizer=optax.adam(learning_rate), steps=40, key=jax.random.key(3)
-        )
+        ppl.vi.fit(elbo, NORMAL_PARAMS, y, optimizer=optax.adam(learning_rate), steps=40, key=key(3))
 
     y = jnp.asarray(Y_VI)
     assert_no_new_trace_or_compile(
@@ -120,7 +119,7 @@ def test_by_value_tells_optimisers_apart():
 
 def test_tempered_smc():
     def call(y):
-        ppl.smc.tempered(regression, X, y=y, key=jax.random.key(0), num_particles=100, num_islands=2)
+        ppl.smc.tempered(regression, X, y=y, key=key(0), num_particles=100, num_islands=2)
 
     y = jnp.asarray(Y_REGRESSION)
     assert_no_new_trace_or_compile(
@@ -139,7 +138,7 @@ def test_diffusion_samplers_on_a_new_instance_of_the_same_shape(sampler):
             getattr(D, sampler)(
                 mixture.diffusion_prior(D.vp()),
                 observation,
-                key=jax.random.key(0),
+                key=key(0),
                 num_particles=20,
                 num_steps=3,
             )
@@ -157,13 +156,13 @@ def test_diffusion_samplers_on_a_new_instance_of_the_same_shape(sampler):
 
 def test_train_score_with_a_fresh_equal_optimiser():
     network = D.NoiseMLP(D.vp(), 2, hidden=8, depth=1, time_features=4)
-    data = jax.random.normal(jax.random.key(1), (64, 2))
+    data = jax.random.normal(key(1), (64, 2))
     jitted = programs("ppl.smc.diffusion.training", "_advance")
 
     def call(variant):
         data, learning_rate = variant
         optimizer = None if learning_rate is None else optax.adam(learning_rate)
-        D.train_score(data, D.vp(), key=jax.random.key(0), network=network, num_steps=20, optimizer=optimizer)
+        D.train_score(data, D.vp(), key=key(0), network=network, num_steps=20, optimizer=optimizer)
 
     for learning_rate in (None, 1e-3):  # the default, and one written anew in each call
         assert_no_new_trace_or_compile(call, [(data, learning_rate), (data + 1.0, learning_rate)], jitted)
@@ -174,10 +173,11 @@ PERSISTENT = textwrap.dedent(
     import time, jax
     import ppl
     from tests.models import SIGMA, Y, eight_schools
+    from tests.seeds import key
     events = []
     jax.monitoring.register_event_listener(lambda event, **_: events.append(event))
     start = time.perf_counter()
-    ppl.nuts(eight_schools, SIGMA, y=Y, key=jax.random.key(0), chains=2, warmup=20, draws=20)
+    ppl.nuts(eight_schools, SIGMA, y=Y, key=key(0), chains=2, warmup=20, draws=20)
     seconds = time.perf_counter() - start
     hits = events.count("/jax/compilation_cache/cache_hits")
     misses = events.count("/jax/compilation_cache/cache_misses")

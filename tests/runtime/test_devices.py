@@ -64,32 +64,33 @@ SCRIPT = textwrap.dedent(
     import ppl
     from ppl.smc import diffusion as D
     from tests.models import SIGMA, Y, eight_schools
+    from tests.seeds import key
     from tests.smc.test_tempered import X, Y as YR, regression
     from tests.vi.models import NORMAL_PARAMS, Y as YV, normal_guide, normal_model
     assert jax.device_count() == 4, jax.devices()
     warnings.simplefilter("ignore")
 
-    run = dict(key=jax.random.key(7), warmup=100, draws=50, chain_method="sequential")
+    run = dict(key=key(7), warmup=100, draws=50, chain_method="sequential")
     one = ppl.nuts(eight_schools, SIGMA, y=Y, chains=4, devices=1, **run)
     four = ppl.nuts(eight_schools, SIGMA, y=Y, chains=4, **run)
     assert (one.attrs["num_devices"], four.attrs["num_devices"]) == (1, 4)
     np.testing.assert_array_equal(one.unconstrained, four.unconstrained)
     five = ppl.nuts(eight_schools, SIGMA, y=Y, chains=5, **run)  # padded to 8 chains
     np.testing.assert_array_equal(five.unconstrained[:4], one.unconstrained)
-    vec = ppl.nuts(eight_schools, SIGMA, y=Y, chains=4, key=jax.random.key(7), warmup=100, draws=50)
+    vec = ppl.nuts(eight_schools, SIGMA, y=Y, chains=4, key=key(7), warmup=100, draws=50)
     assert vec.attrs["chain_method"] == "vectorized" and vec.attrs["num_devices"] == 4
     assert np.isfinite(vec.unconstrained).all()
     print("mcmc OK", flush=True)
 
     elbo = ppl.vi.objectives.elbo(normal_model, normal_guide())
-    fit = dict(optimizer=optax.adam(0.05), steps=50, key=jax.random.key(0), num_samples=8)
+    fit = dict(optimizer=optax.adam(0.05), steps=50, key=key(0), num_samples=8)
     vi = [ppl.vi.fit(elbo, NORMAL_PARAMS, YV, devices=d, **fit) for d in (1, None)]
     assert (vi[0].num_devices, vi[1].num_devices) == (1, 4)
     for name in NORMAL_PARAMS:
         np.testing.assert_array_equal(vi[0].params[name], vi[1].params[name])
     print("vi OK", flush=True)
 
-    smc = dict(key=jax.random.key(0), num_particles=400, num_islands=4)
+    smc = dict(key=key(0), num_particles=400, num_islands=4)
     tempered = [ppl.smc.tempered(regression, X, y=YR, devices=d, **smc) for d in (1, None)]
     assert tempered[1].attrs["num_devices"] == 4
     np.testing.assert_array_equal(tempered[0].samples["beta"], tempered[1].samples["beta"])
@@ -98,11 +99,11 @@ SCRIPT = textwrap.dedent(
 
     mixture, observation, _ = D.grid_mixture_problem(1, 8, 2)
     prior = mixture.diffusion_prior(D.vp())
-    posterior_sd = np.sqrt(np.asarray(mixture.posterior(observation).sample(jax.random.key(1), 4000)).var(0))
+    posterior_sd = np.sqrt(np.asarray(mixture.posterior(observation).sample(key(1), 4000)).var(0))
     # the samplers share one driver; these three cover its branches (twisted reweighting,
     # resampling at every step, a finalize step)
     for sampler in (D.tds, D.mcgdiff, D.fps):
-        run = dict(key=jax.random.key(0), num_particles=400, num_steps=8, num_islands=4)
+        run = dict(key=key(0), num_particles=400, num_steps=8, num_islands=4)
         a, b = (sampler(prior, observation, devices=d, **run) for d in (1, None))
         assert (a.attrs["num_devices"], b.attrs["num_devices"]) == (1, 4)
         mean_a, mean_b = a.weights @ a.particles, b.weights @ b.particles

@@ -24,16 +24,17 @@ RUNS = textwrap.dedent(
     import numpy as np, optax
     import ppl
     from tests.models import SIGMA, Y, eight_schools
+    from tests.seeds import key
     from tests.smc.test_tempered import X, Y as YR, regression
     from tests.vi.models import NORMAL_PARAMS, Y as YV, normal_guide, normal_model
     warnings.simplefilter("ignore")
     assert jax.device_count() == 4, jax.devices()
-    nuts = ppl.nuts(eight_schools, SIGMA, y=Y, key=jax.random.key(7), chains=4, warmup=100, draws=50,
+    nuts = ppl.nuts(eight_schools, SIGMA, y=Y, key=key(7), chains=4, warmup=100, draws=50,
                     chain_method="sequential")
     elbo = ppl.vi.objectives.elbo(normal_model, normal_guide())
-    vi = ppl.vi.fit(elbo, NORMAL_PARAMS, YV, optimizer=optax.adam(0.05), steps=30, key=jax.random.key(0),
+    vi = ppl.vi.fit(elbo, NORMAL_PARAMS, YV, optimizer=optax.adam(0.05), steps=30, key=key(0),
                     num_samples=4)
-    tempered = ppl.smc.tempered(regression, X, y=YR, key=jax.random.key(0), num_particles=400, num_islands=4)
+    tempered = ppl.smc.tempered(regression, X, y=YR, key=key(0), num_particles=400, num_islands=4)
     results = dict(nuts=nuts.unconstrained, vi=vi.params["m"], tempered=tempered.samples["beta"],
                    tempered_evidence=tempered.log_evidence,
                    devices=[nuts.attrs["num_devices"], vi.num_devices])

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from ppl.smc import diffusion as D
+from tests.seeds import key
 
 SCHEDULE = D.vp()
 
@@ -21,15 +22,15 @@ SCHEDULE = D.vp()
 def problem():
     mixture, observation, _ = D.grid_mixture_problem(1, 8, 2)
     posterior = mixture.posterior(observation)
-    exact = posterior.sample(jax.random.key(1), 2000)
-    floor = float(D.sliced_wasserstein(jax.random.key(9), exact, posterior.sample(jax.random.key(2), 2000)))
+    exact = posterior.sample(key(1), 2000)
+    floor = float(D.sliced_wasserstein(key(9), exact, posterior.sample(key(2), 2000)))
     return mixture, observation, posterior, exact, floor
 
 
 def test_noised_score_is_the_gradient_of_the_noised_log_density():
     mixture, _, _ = D.grid_mixture_problem(3, 8, 2)
     prior = mixture.diffusion_prior(SCHEDULE)
-    x = jax.random.normal(jax.random.key(0), (8,)) * 5
+    x = jax.random.normal(key(0), (8,)) * 5
     for t in (0.05, 0.3, 0.9):
         noised = mixture.noised(SCHEDULE.alpha(t), SCHEDULE.sigma(t))
         np.testing.assert_allclose(prior.score(x, t), jax.grad(noised.log_density)(x), rtol=1e-4, atol=1e-4)
@@ -57,7 +58,7 @@ def test_exact_posterior_equals_brute_force_reweighting_in_one_dimension():
 def test_noised_likelihood_is_the_true_likelihood_at_time_zero(problem):
     mixture, observation, *_ = problem
     twist = mixture.noised_log_likelihood(observation, SCHEDULE)
-    x = jax.random.normal(jax.random.key(0), (8,))
+    x = jax.random.normal(key(0), (8,))
     np.testing.assert_allclose(twist(x, 0.0), observation.log_likelihood(x), rtol=1e-5)
     # at the noise end it is p(y) (x_T carries no information)
     np.testing.assert_allclose(twist(x, 1.0), mixture.posterior(observation).log_evidence, atol=0.1)
@@ -65,8 +66,8 @@ def test_noised_likelihood_is_the_true_likelihood_at_time_zero(problem):
 
 def _check(result, problem, factor=3.0, tv=0.1):
     *_, posterior, exact, floor = problem
-    draws = result.sample(jax.random.key(3), 2000)
-    distance = float(D.sliced_wasserstein(jax.random.key(9), draws, exact))
+    draws = result.sample(key(3), 2000)
+    distance = float(D.sliced_wasserstein(key(9), draws, exact))
     error = float(posterior.component_error(result.particles, result.weights))
     assert distance <= factor * floor, (result.method, distance, floor)
     assert error <= tv, (result.method, error)
@@ -77,7 +78,7 @@ def test_tds_matches_the_exact_posterior(problem):
     result = D.tds(
         mixture.diffusion_prior(SCHEDULE),
         observation,
-        key=jax.random.key(0),
+        key=key(0),
         num_particles=2000,
         num_steps=100,
     )
@@ -93,9 +94,9 @@ def test_mcgdiff_matches_the_exact_posterior_on_average_over_runs(problem):
     prior = mixture.diffusion_prior(SCHEDULE)
     ratios, errors, evidences = [], [], []
     for seed in range(4):
-        result = D.mcgdiff(prior, observation, key=jax.random.key(seed), num_particles=2000, num_steps=100)
-        draws = result.sample(jax.random.key(3), 2000)
-        ratios.append(float(D.sliced_wasserstein(jax.random.key(9), draws, exact)) / floor)
+        result = D.mcgdiff(prior, observation, key=key(seed), num_particles=2000, num_steps=100)
+        draws = result.sample(key(3), 2000)
+        ratios.append(float(D.sliced_wasserstein(key(9), draws, exact)) / floor)
         errors.append(float(posterior.component_error(result.particles, result.weights)))
         evidences.append(result.log_evidence)
     assert np.mean(ratios) <= 3.0, ratios
@@ -109,7 +110,7 @@ def test_tds_with_the_optimal_twist_keeps_ess_near_n(problem):
     result = D.tds(
         mixture.diffusion_prior(SCHEDULE),
         observation,
-        key=jax.random.key(0),
+        key=key(0),
         num_particles=1000,
         num_steps=100,
         twist_fn=twist,
@@ -133,7 +134,7 @@ def test_afdps_converges_on_a_two_component_mixture(variant):
         result = D.afdps(
             prior,
             observation,
-            key=jax.random.key(seed),
+            key=key(seed),
             num_particles=4000,
             num_steps=100,
             variant=variant,
@@ -158,23 +159,21 @@ def test_dps_without_guidance_samples_the_prior(problem):
     result = D.dps(
         mixture.diffusion_prior(SCHEDULE),
         observation,
-        key=jax.random.key(0),
+        key=key(0),
         num_particles=2000,
         num_steps=100,
         guidance_scale=0.0,
     )
-    prior_draws = mixture.sample(jax.random.key(5), 2000)
-    floor = float(
-        D.sliced_wasserstein(jax.random.key(9), prior_draws, mixture.sample(jax.random.key(6), 2000))
-    )
-    assert float(D.sliced_wasserstein(jax.random.key(9), result.particles, prior_draws)) <= 3 * floor
+    prior_draws = mixture.sample(key(5), 2000)
+    floor = float(D.sliced_wasserstein(key(9), prior_draws, mixture.sample(key(6), 2000)))
+    assert float(D.sliced_wasserstein(key(9), result.particles, prior_draws)) <= 3 * floor
 
 
 def test_fps_is_deterministic_and_equally_weighted(problem):
     mixture, observation, *_ = problem
     prior = mixture.diffusion_prior(SCHEDULE)
-    first = D.fps(prior, observation, key=jax.random.key(0), num_particles=200, num_steps=20)
-    second = D.fps(prior, observation, key=jax.random.key(0), num_particles=200, num_steps=20)
+    first = D.fps(prior, observation, key=key(0), num_particles=200, num_steps=20)
+    second = D.fps(prior, observation, key=key(0), num_particles=200, num_steps=20)
     assert np.array_equal(first.particles, second.particles)
     assert np.allclose(first.weights, 1 / 200)
 
@@ -188,7 +187,7 @@ def test_new_instance_of_the_same_shape_does_not_recompile():
         D.mcgdiff(
             mixture.diffusion_prior(D.vp()),
             observation,
-            key=jax.random.key(0),
+            key=key(0),
             num_particles=100,
             num_steps=10,
         )
@@ -202,9 +201,9 @@ def test_result_to_arviz_round_trip(problem, tmp_path):
 
     mixture, observation, *_ = problem
     result = D.mcgdiff(
-        mixture.diffusion_prior(SCHEDULE), observation, key=jax.random.key(0), num_particles=100, num_steps=10
+        mixture.diffusion_prior(SCHEDULE), observation, key=key(0), num_particles=100, num_steps=10
     )
-    idata = result.to_arviz(jax.random.key(1))
+    idata = result.to_arviz(key(1))
     assert idata.posterior["x"].shape == (1, 100, 8)
     assert idata.sample_stats["ess"].dims == ("chain", "island", "diffusion_step")
     assert idata.sample_stats["ess"].shape == (1, 1, 10)
@@ -229,13 +228,13 @@ def test_bad_input_gives_clear_errors(problem):
     with pytest.raises(ValueError, match="noise_std must be a positive"):
         D.measurement(np.ones((2, 8)), np.ones(2), 0.0)
     with pytest.raises(ValueError, match="prior has dim = 8"):
-        D.tds(prior, D.measurement(np.ones((2, 6)), np.ones(2), 0.1), key=jax.random.key(0))
+        D.tds(prior, D.measurement(np.ones((2, 6)), np.ones(2), 0.1), key=key(0))
     with pytest.raises(ValueError, match=r"returns shape \(4,\)"):
         D.DiffusionPrior(SCHEDULE, 8, score_fn=lambda x, t: x[:4])
     with pytest.raises(TypeError, match="linear forward map"):
-        D.mcgdiff(prior, D.measurement(lambda x: x[:2] ** 2, np.ones(2), 0.1, dim=8), key=jax.random.key(0))
+        D.mcgdiff(prior, D.measurement(lambda x: x[:2] ** 2, np.ones(2), 0.1, dim=8), key=key(0))
     with pytest.raises(ValueError, match="multiple of num_islands"):
-        D.tds(prior, observation, key=jax.random.key(0), num_particles=0)
+        D.tds(prior, observation, key=key(0), num_particles=0)
     with pytest.raises(TypeError, match="key must be a JAX PRNG key"):
         D.tds(prior, observation, key=0)
 
@@ -246,7 +245,7 @@ def test_weight_collapse_warns_with_the_ess_history(problem):
         D.afdps(
             mixture.diffusion_prior(SCHEDULE),
             observation,
-            key=jax.random.key(0),
+            key=key(0),
             num_particles=200,
             num_steps=20,
             variant="sde",
@@ -260,6 +259,6 @@ def test_nonlinear_forward_map_runs_through_tds_and_afdps():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         for sampler in (D.tds, D.afdps):
-            result = sampler(prior, observation, key=jax.random.key(0), num_particles=500, num_steps=30)
+            result = sampler(prior, observation, key=key(0), num_particles=500, num_steps=30)
             # tanh(x_1) = 0.9 selects the positive component
             assert float(result.weights @ result.particles[:, 0]) > 1.0

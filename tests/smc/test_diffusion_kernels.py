@@ -16,6 +16,7 @@ from scipy.stats import norm
 
 from ppl.smc import resampling
 from ppl.smc.diffusion import GaussianMixture, measurement, vp
+from tests.seeds import key
 
 SCHEDULE = vp()
 PRIOR = GaussianMixture(jnp.ones(1), jnp.zeros((1, 2)), 1.0).diffusion_prior(SCHEDULE)
@@ -23,7 +24,7 @@ A, Y, NOISE = np.array([[1.0, 0.0]]), 0.7, 0.5
 OBSERVATION = measurement(A, jnp.array([Y]), NOISE)
 X = jnp.array([[0.3, -1.0], [1.5, 0.2], [-0.8, 0.9], [0.1, 0.4]])
 T, T_NEXT = jnp.float32(0.5), jnp.float32(0.4)
-KEY = jax.random.key(7)
+KEY = key(7)
 ALPHA, SIGMA = float(SCHEDULE.alpha(T)), float(SCHEDULE.sigma(T))
 ALPHA_NEXT, SIGMA_NEXT = float(SCHEDULE.alpha(T_NEXT)), float(SCHEDULE.sigma(T_NEXT))
 

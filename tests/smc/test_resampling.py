@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from ppl.smc import resampling
+from tests.seeds import key
 
 WEIGHTS = jnp.array([0.02, 0.3, 0.05, 0.13, 0.5])
 REPS = 4000
@@ -18,7 +19,7 @@ def offspring():
     log_w = jnp.log(WEIGHTS)
     out = {}
     for scheme in resampling.SCHEMES:
-        keys = jax.random.split(jax.random.key(0), REPS)
+        keys = jax.random.split(key(0), REPS)
         index = jax.vmap(lambda k, s=scheme: resampling.resample(k, log_w, s))(keys)
         out[scheme] = np.asarray(jax.vmap(lambda i: jnp.bincount(i, length=5))(index))
     return out
@@ -50,12 +51,12 @@ def test_reweight_tracks_the_evidence_and_ess():
 def test_resample_if_only_below_the_threshold():
     particles = jnp.arange(5.0)
     log_w = resampling.normalize(jnp.log(WEIGHTS))  # ESS = 2.7
-    kept, same_w, resampled = resampling.resample_if(jax.random.key(1), particles, log_w, threshold=0.5)
+    kept, same_w, resampled = resampling.resample_if(key(1), particles, log_w, threshold=0.5)
     assert not bool(resampled) and np.array_equal(kept, particles) and np.allclose(same_w, log_w)
-    _, new_w, resampled = resampling.resample_if(jax.random.key(1), particles, log_w, threshold=0.6)
+    _, new_w, resampled = resampling.resample_if(key(1), particles, log_w, threshold=0.6)
     assert bool(resampled) and np.allclose(new_w, -np.log(5))
 
 
 def test_unknown_scheme_is_refused():
     with pytest.raises(ValueError, match="unknown resampling scheme 'bogus'"):
-        resampling.resample(jax.random.key(0), jnp.zeros(3), "bogus")
+        resampling.resample(key(0), jnp.zeros(3), "bogus")

@@ -10,8 +10,9 @@ from scipy.stats import t as student_t
 
 import ppl
 from ppl import dist
+from tests.seeds import key, seed
 
-RNG = np.random.default_rng(0)
+RNG = np.random.default_rng(seed(0))
 X = RNG.normal(size=(20, 3))
 SIGMA, TAU = 0.5, 2.0
 Y = X @ np.array([1.0, -2.0, 0.5]) + SIGMA * RNG.normal(size=20)
@@ -25,10 +26,7 @@ def regression(X, y=None):
 
 @pytest.fixture(scope="module")
 def runs():
-    return [
-        ppl.smc.tempered(regression, X, y=Y, key=jax.random.key(seed), num_particles=1000)
-        for seed in range(6)
-    ]
+    return [ppl.smc.tempered(regression, X, y=Y, key=key(seed), num_particles=1000) for seed in range(6)]
 
 
 def test_log_evidence_within_three_monte_carlo_standard_errors(runs):
@@ -60,9 +58,9 @@ def test_posterior_moments_within_monte_carlo_error(runs):
 
 
 def test_same_key_same_result_and_arviz_round_trip(runs, tmp_path):
-    again = ppl.smc.tempered(regression, X, y=Y, key=jax.random.key(0), num_particles=1000)
+    again = ppl.smc.tempered(regression, X, y=Y, key=key(0), num_particles=1000)
     assert float(again.log_evidence) == float(runs[0].log_evidence)
-    idata = runs[0].to_arviz(jax.random.key(1))
+    idata = runs[0].to_arviz(key(1))
     assert idata.posterior["beta"].shape == (1, 1000, 3)
     ppl.save(idata, str(tmp_path / "smc.nc"))
     assert ppl.load(str(tmp_path / "smc.nc")).posterior.identical(idata.posterior)
@@ -70,9 +68,9 @@ def test_same_key_same_result_and_arviz_round_trip(runs, tmp_path):
 
 def test_bad_arguments():
     with pytest.raises(ValueError, match="target_ess"):
-        ppl.smc.tempered(regression, X, y=Y, key=jax.random.key(0), target_ess=1.5)
+        ppl.smc.tempered(regression, X, y=Y, key=key(0), target_ess=1.5)
     with pytest.raises(ValueError, match="observed site"):
-        ppl.smc.tempered(regression, X, key=jax.random.key(0))
+        ppl.smc.tempered(regression, X, key=key(0))
 
 
 def test_new_data_of_the_same_shape_does_not_retrace():
@@ -84,7 +82,7 @@ def test_new_data_of_the_same_shape_does_not_retrace():
 
     def run(y):
         before = len(calls)
-        ppl.smc.tempered(counted, X, y=y, key=jax.random.key(0), num_particles=100)
+        ppl.smc.tempered(counted, X, y=y, key=key(0), num_particles=100)
         return len(calls) - before
 
     first = run(Y)
@@ -104,11 +102,11 @@ def test_one_step_is_blackjax_adaptive_tempered_kernel():
     tempered = importlib.import_module("ppl.smc.tempered")
     compiled = ppl.compile(regression, X, y=Y)
     settings = tempered.Settings(num_particles=64)
-    particles = tempered.initial_particles(jax.random.key(0), compiled, 64)
+    particles = tempered.initial_particles(key(0), compiled, 64)
     state = tempered.init(particles)
     prior = lambda u: compiled.logdensity(u) - compiled.log_likelihood(u)  # noqa: E731
     step = jax.jit(tempered.step, static_argnums=(2, 3, 4))
-    new, info = step(jax.random.key(1), state, prior, compiled.log_likelihood, settings)
+    new, info = step(key(1), state, prior, compiled.log_likelihood, settings)
     blackjax_kernel = adaptive_tempered.build_kernel(
         prior,
         compiled.log_likelihood,
@@ -122,9 +120,7 @@ def test_one_step_is_blackjax_adaptive_tempered_kernel():
         "inverse_mass_matrix": (jnp.var(particles, axis=0) + 1e-8)[None],
         "num_integration_steps": jnp.array([10]),
     }
-    expected, expected_info = jax.jit(blackjax_kernel, static_argnums=2)(
-        jax.random.key(1), state.smc, 5, parameters
-    )
+    expected, expected_info = jax.jit(blackjax_kernel, static_argnums=2)(key(1), state.smc, 5, parameters)
     np.testing.assert_array_equal(new.smc.particles, expected.particles)
     assert float(info.temperature) == float(expected.tempering_param) > 0
     assert float(new.log_evidence) == float(expected_info.log_likelihood_increment)
@@ -140,7 +136,7 @@ def test_islands_merge_by_evidence():
     its evidence share."""
     from scipy.special import logsumexp
 
-    result = ppl.smc.tempered(regression, X, y=Y, key=jax.random.key(0), num_particles=1000, num_islands=4)
+    result = ppl.smc.tempered(regression, X, y=Y, key=key(0), num_particles=1000, num_islands=4)
     per_island = np.asarray(result.log_evidence_per_island)
     assert per_island.shape == (4,) and result.temperatures.shape[0] == 4
     np.testing.assert_allclose(result.log_evidence, logsumexp(per_island) - np.log(4), rtol=1e-5)
@@ -150,7 +146,7 @@ def test_islands_merge_by_evidence():
 
 
 def test_arviz_export_carries_the_histories_and_the_log_likelihood(runs):
-    idata = runs[0].to_arviz(jax.random.key(1), num_samples=300)
+    idata = runs[0].to_arviz(key(1), num_samples=300)
     stats = idata.sample_stats
     assert stats["temperature"].dims == ("chain", "island", "tempering_step")
     assert float(stats["temperature"].values[0, 0, -1]) == 1.0

@@ -13,6 +13,7 @@ import optax
 import pytest
 
 from ppl.smc import diffusion as D
+from tests.seeds import key
 
 SCHEDULE = D.vp()
 MIXTURE = D.GaussianMixture(jnp.array([0.4, 0.6]), jnp.array([[-1.5, 0.5], [1.0, -0.5]]), 0.25)
@@ -20,16 +21,16 @@ MIXTURE = D.GaussianMixture(jnp.array([0.4, 0.6]), jnp.array([[-1.5, 0.5], [1.0,
 
 @pytest.fixture(scope="module")
 def fit():
-    data = MIXTURE.sample(jax.random.key(0), 4000)
+    data = MIXTURE.sample(key(0), 4000)
     network = D.NoiseMLP(SCHEDULE, 2, hidden=64, depth=2)
-    return D.train_score(data, SCHEDULE, key=jax.random.key(1), network=network, num_steps=2000)
+    return D.train_score(data, SCHEDULE, key=key(1), network=network, num_steps=2000)
 
 
 @pytest.mark.parametrize("t", [0.1, 0.3, 0.6, 0.9])
 def test_dsm_recovers_the_exact_noised_score(fit, t):
     alpha, sigma = SCHEDULE.alpha(t), SCHEDULE.sigma(t)
     noised = MIXTURE.noised(alpha, sigma)
-    x = noised.sample(jax.random.key(2), 2000)
+    x = noised.sample(key(2), 2000)
     exact = jax.vmap(lambda xi: -sigma * noised.score(xi))(x)
     learned = jax.vmap(lambda xi: fit.prior.noise(xi, t))(x)
     relative = float(jnp.mean(jnp.sum((learned - exact) ** 2, -1)) / jnp.mean(jnp.sum(exact**2, -1)))
@@ -40,11 +41,11 @@ def test_fitted_prior_samples_the_data_law(fit):
     """DPS with guidance 0 is the plain reverse diffusion: its draws match the data law."""
     observation = D.measurement(jnp.ones((1, 2)), jnp.zeros(1), 1.0)
     draws = D.dps(
-        fit.prior, observation, key=jax.random.key(3), num_particles=2000, num_steps=100, guidance_scale=0.0
+        fit.prior, observation, key=key(3), num_particles=2000, num_steps=100, guidance_scale=0.0
     ).particles
-    exact = MIXTURE.sample(jax.random.key(4), 2000)
-    floor = float(D.sliced_wasserstein(jax.random.key(5), exact, MIXTURE.sample(jax.random.key(6), 2000)))
-    assert float(D.sliced_wasserstein(jax.random.key(5), draws, exact)) <= 3 * floor
+    exact = MIXTURE.sample(key(4), 2000)
+    floor = float(D.sliced_wasserstein(key(5), exact, MIXTURE.sample(key(6), 2000)))
+    assert float(D.sliced_wasserstein(key(5), draws, exact)) <= 3 * floor
 
 
 def test_loss_decreases_and_any_optax_optimizer_and_network_work(fit):
@@ -53,11 +54,11 @@ def test_loss_decreases_and_any_optax_optimizer_and_network_work(fit):
     def linear(params, x, t):  # an exact eps-net for N(0, I) data at every t: eps = sigma x
         return params * SCHEDULE.sigma(t) * x
 
-    data = jax.random.normal(jax.random.key(0), (2000, 3))
+    data = jax.random.normal(key(0), (2000, 3))
     result = D.train_score(
         data,
         SCHEDULE,
-        key=jax.random.key(1),
+        key=key(1),
         network=linear,
         params=jnp.array(0.0),
         optimizer=optax.sgd(0.1),
@@ -68,8 +69,8 @@ def test_loss_decreases_and_any_optax_optimizer_and_network_work(fit):
 
 def test_bad_data_is_refused():
     with pytest.raises(ValueError, match=r"shape \(n, d\)"):
-        D.train_score(jnp.zeros(5), SCHEDULE, key=jax.random.key(0))
+        D.train_score(jnp.zeros(5), SCHEDULE, key=key(0))
     with pytest.raises(ValueError, match="non-finite"):
-        D.train_score(jnp.full((4, 2), jnp.nan), SCHEDULE, key=jax.random.key(0))
+        D.train_score(jnp.full((4, 2), jnp.nan), SCHEDULE, key=key(0))
     with pytest.raises(ValueError, match="init"):
-        D.train_score(jnp.zeros((4, 2)), SCHEDULE, key=jax.random.key(0), network=lambda p, x, t: x)
+        D.train_score(jnp.zeros((4, 2)), SCHEDULE, key=key(0), network=lambda p, x, t: x)

@@ -12,12 +12,14 @@ import jax
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
+from tests.seeds import key
+
 Z_MAX = 5.0
 NUM_ESTIMATES = 10_000
 
 
 def gradient_draws(objective, params, *args, num=NUM_ESTIMATES, seed=0, argnums=0):
-    keys = jax.random.split(jax.random.key(seed), num)
+    keys = jax.random.split(key(seed), num)
     in_axes = (0,) + (None,) * (1 + len(args))
     grad = jax.jit(jax.vmap(lambda k, *a: objective.grad_estimate(k, *a, argnums=argnums), in_axes))
     draws = grad(keys, params, *args)

@@ -9,6 +9,7 @@ import pytest
 
 import ppl
 from ppl import dist
+from tests.seeds import key
 from tests.vi.test_objectives import cone_guide, cone_model
 
 SGD = optax.sgd(1e-3)
@@ -37,9 +38,9 @@ def test_cone_table(name):
     objective, init, num_samples, published = CASES[name]
     z_obs = jnp.asarray(5.0)
     result = ppl.vi.fit(
-        objective, init, z_obs, optimizer=SGD, steps=5000, key=jax.random.key(1), num_samples=num_samples
+        objective, init, z_obs, optimizer=SGD, steps=5000, key=key(1), num_samples=num_samples
     )
-    keys = jax.random.split(jax.random.key(2), 5000)
+    keys = jax.random.split(key(2), 5000)
     value = float(jax.jit(jax.vmap(objective.estimate, (0, None, None)))(keys, result.params, z_obs).mean())
     if name == "iwae5":
         # The published -7.79 is not reached from below: ppl and NumPyro's RenyiELBO both

@@ -6,9 +6,10 @@ import pytest
 
 import ppl
 from ppl import dist
+from tests.seeds import key
 from tests.vi.models import NORMAL_PARAMS, Y, normal_guide, normal_model
 
-KEY = jax.random.key(0)
+KEY = key(0)
 
 
 def objective_with(guide, particles=None):

@@ -10,6 +10,7 @@ from jax.scipy.special import betaln, digamma
 import ppl
 from ppl import dist
 from ppl.vi import language
+from tests.seeds import key
 from tests.vi.harness import assert_biased, assert_unbiased, gradient_draws
 from tests.vi.models import (
     DISCRETE_PARAMS,
@@ -116,7 +117,7 @@ def test_discrete_elbo_every_mix(first, second):
     draws = assert_unbiased(objective, DISCRETE_PARAMS, X_OBS, exact=EXACT_ELBO_GRAD)
     if first == second == "enum":
         assert draws.std(axis=0).max() < 1e-5
-        value = objective.estimate(jax.random.key(3), DISCRETE_PARAMS, X_OBS)
+        value = objective.estimate(key(3), DISCRETE_PARAMS, X_OBS)
         assert jnp.allclose(value, exact_elbo(DISCRETE_PARAMS), rtol=1e-6)
 
 
@@ -157,7 +158,7 @@ def test_batched_sites_enum_and_mvd():
 def test_conjugate_normal_elbo(grad):
     objective = ppl.vi.objectives.elbo(normal_model, normal_guide(grad))
     assert_unbiased(objective, NORMAL_PARAMS, Y, exact=jax.grad(normal_exact_elbo)(NORMAL_PARAMS))
-    keys = jax.random.split(jax.random.key(1), 10_000)
+    keys = jax.random.split(key(1), 10_000)
     values = jax.vmap(objective.estimate, (0, None, None))(keys, NORMAL_PARAMS, Y)
     se = values.std() / jnp.sqrt(values.size)
     assert abs(values.mean() - normal_exact_elbo(NORMAL_PARAMS)) < 5 * se

@@ -10,6 +10,7 @@ from numpyro import handlers
 
 import ppl
 from ppl import dist
+from tests.seeds import key
 from tests.vi.models import NORMAL_PARAMS, Y, normal_guide, normal_model
 
 ELBO = ppl.vi.objectives.elbo(normal_model, normal_guide())
@@ -27,7 +28,7 @@ def test_fit_reaches_the_conjugate_posterior():
         Y,
         optimizer=optax.adam(0.02),
         steps=1500,
-        key=jax.random.key(0),
+        key=key(0),
         num_samples=16,
     )
     mean, log_sd = exact_posterior(Y)
@@ -49,7 +50,7 @@ def test_fit_is_deterministic_and_does_not_recompile_for_new_data():
         normal_model(params, y)
 
     objective = ppl.vi.objectives.elbo(counted_model, normal_guide())
-    kwargs = dict(optimizer=optax.adam(0.02), steps=40, key=jax.random.key(3), num_samples=4)
+    kwargs = dict(optimizer=optax.adam(0.02), steps=40, key=key(3), num_samples=4)
     first = ppl.vi.fit(objective, NORMAL_PARAMS, Y, **kwargs)
     count = len(traces)
     again = ppl.vi.fit(objective, NORMAL_PARAMS, Y, **kwargs)
@@ -65,7 +66,7 @@ def scaled_model(params, y, num_data):
 
 
 def test_minibatch_scaling_gives_the_full_data_posterior():
-    y = jax.random.normal(jax.random.key(5), (40,)) + 0.5
+    y = jax.random.normal(key(5), (40,)) + 0.5
     objective = ppl.vi.objectives.elbo(scaled_model, normal_guide())
     result = ppl.vi.fit(
         objective,
@@ -75,7 +76,7 @@ def test_minibatch_scaling_gives_the_full_data_posterior():
         # a decaying step size, so the last iterate is not dominated by minibatch noise
         optimizer=optax.adam(optax.exponential_decay(0.05, 3000, 0.01)),
         steps=3000,
-        key=jax.random.key(1),
+        key=key(1),
         num_samples=8,
         batch_size=10,
     )
@@ -104,7 +105,7 @@ def test_nonfinite_steps_are_skipped_with_a_warning():
             {"loc": jnp.array(0.0)},
             optimizer=optax.sgd(0.05),
             steps=100,
-            key=jax.random.key(0),
+            key=key(0),
         )
     assert np.isfinite(result.params["loc"]) and result.num_nonfinite > 0
     assert result.first_nonfinite_step is not None
@@ -117,13 +118,13 @@ def test_nonfinite_raise_names_the_step():
             {"loc": jnp.array(0.0)},
             optimizer=optax.sgd(0.05),
             steps=100,
-            key=jax.random.key(0),
+            key=key(0),
             on_nonfinite="raise",
         )
 
 
 def test_fit_argument_errors():
-    kwargs = dict(optimizer=optax.sgd(0.1), steps=5, key=jax.random.key(0))
+    kwargs = dict(optimizer=optax.sgd(0.1), steps=5, key=key(0))
     with pytest.raises(TypeError, match="Expectation"):
         ppl.vi.fit(lambda p: p, NORMAL_PARAMS, **kwargs)
     with pytest.raises(ValueError, match="on_nonfinite"):
@@ -135,8 +136,8 @@ def test_fit_argument_errors():
 
 
 def test_guide_draws_to_arviz_round_trip(tmp_path):
-    result = ppl.vi.fit(ELBO, NORMAL_PARAMS, Y, optimizer=optax.adam(0.05), steps=50, key=jax.random.key(0))
-    data = result.to_arviz(normal_guide(), jax.random.key(1), 500, Y)
+    result = ppl.vi.fit(ELBO, NORMAL_PARAMS, Y, optimizer=optax.adam(0.05), steps=50, key=key(0))
+    data = result.to_arviz(normal_guide(), key(1), 500, Y)
     assert data.posterior["z"].shape == (1, 500)
     np.testing.assert_allclose(float(data.posterior["z"].mean()), float(result.params["m"]), atol=0.1)
     path = tmp_path / "vi.nc"
@@ -146,7 +147,7 @@ def test_guide_draws_to_arviz_round_trip(tmp_path):
 
 def test_one_update_is_an_sgd_step_on_the_mean_of_the_estimates():
     """The kernel alone, against a hand computation with the same keys."""
-    optimizer, rng_key = optax.sgd(0.1), jax.random.key(4)
+    optimizer, rng_key = optax.sgd(0.1), key(4)
     pair = ppl.vi.fitter(ELBO, optimizer, num_samples=3)
     state = pair.init(NORMAL_PARAMS)
     new, info = jax.jit(pair.update)(rng_key, state, Y)
@@ -165,10 +166,10 @@ def test_one_update_is_an_sgd_step_on_the_mean_of_the_estimates():
 def test_a_nonfinite_update_is_not_applied_and_is_counted():
     pair = ppl.vi.fitter(nan_objective(), optax.sgd(0.05), on_nonfinite="stop")
     state = pair.init({"loc": jnp.array(2.0)})  # loc > 1: the objective is NaN
-    new, info = pair.update(jax.random.key(0), state)
+    new, info = pair.update(key(0), state)
     assert not bool(info.finite) and bool(new.stopped)
     assert (
         float(new.params["loc"]) == 2.0 and int(new.num_nonfinite) == 1 and int(new.first_nonfinite_step) == 0
     )
-    again, _ = pair.update(jax.random.key(1), new._replace(params={"loc": jnp.array(0.0)}))
+    again, _ = pair.update(key(1), new._replace(params={"loc": jnp.array(0.0)}))
     assert float(again.params["loc"]) == 0.0  # stopped: no later step is applied

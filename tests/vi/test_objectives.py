@@ -15,6 +15,7 @@ from jax.scipy.stats import norm
 
 import ppl
 from ppl import dist
+from tests.seeds import key
 from tests.vi.harness import assert_unbiased, gradient_draws
 from tests.vi.models import (
     DISCRETE_PARAMS,
@@ -32,7 +33,7 @@ REINFORCE_GUIDE = discrete_guide()  # discrete sites default to REINFORCE
 
 
 def assert_value_unbiased(objective, exact_value, *args, num=10_000):
-    keys = jax.random.split(jax.random.key(11), num)
+    keys = jax.random.split(key(11), num)
     values = jax.jit(jax.vmap(objective.estimate, (0,) + (None,) * len(args)))(keys, *args)
     se = values.std() / np.sqrt(num)
     assert abs(values.mean() - exact_value) <= 5 * se + 1e-5 * abs(exact_value), (
