@@ -6,13 +6,22 @@ dimension), then wrapped as ``arviz.InferenceData`` on arviz 0.x or
 ``xarray.DataTree`` on arviz 1.x. ``az.from_dict`` is avoided on purpose: its
 signature changed between the two. The result types of
 :mod:`ppl.runtime.results` are the only callers of :func:`to_dataset` in `ppl`.
+
+Which of the two: ``InferenceData`` when arviz 0.x is installed (even with
+``arviz-base`` beside it: ``import arviz`` is then 0.x, and its functions expect
+``InferenceData``); ``DataTree`` when arviz is 1.x, or not installed at all, as with
+the parts of 1.x that install on Python 3.11 (``arviz-base``, ``arviz-stats``,
+``arviz-plots``; arviz 1.x itself needs Python 3.12). The choice is read from the
+installed packages' metadata, without importing them. On the ``DataTree`` path
+:func:`load` is ``xarray.open_datatree`` (which is what arviz 1.x's ``from_netcdf``
+is), so it needs neither arviz nor arviz-base.
 """
 
 from __future__ import annotations
 
 import datetime
 from collections.abc import Mapping
-from importlib.metadata import version
+from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -25,16 +34,30 @@ if TYPE_CHECKING:
 
 __all__ = ["from_groups", "load", "save", "to_dataset"]
 
-_ARVIZ_1 = int(version("arviz").split(".")[0]) >= 1
+
+def _installed(package: str) -> str | None:
+    """The installed version of ``package``, or None."""
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return None
+
+
+_ARVIZ_VERSION = _installed("arviz")
+# DataTree unless arviz 0.x is what `import arviz` gives (see the module docstring).
+_ARVIZ_1 = _ARVIZ_VERSION is None or int(_ARVIZ_VERSION.split(".")[0]) >= 1
 
 
 def _attrs() -> dict[str, str]:
-    return {
+    attrs = {
         "created_at": datetime.datetime.now(datetime.UTC).isoformat(),
         "inference_library": "ppl",
         "inference_library_version": version("ppl"),
-        "arviz_version": version("arviz"),
     }
+    for package in ("arviz", "arviz-base"):
+        if (installed := _installed(package)) is not None:
+            attrs[f"{package.replace('-', '_')}_version"] = installed
+    return attrs
 
 
 def to_dataset(
@@ -78,8 +101,8 @@ def to_dataset(
 
 
 def from_groups(groups: Mapping[str, xr.Dataset]):
-    """Wrap groups as ``az.InferenceData`` (arviz 0.x) or ``xr.DataTree`` (arviz 1.x);
-    empty groups are left out."""
+    """Wrap groups as ``az.InferenceData`` (arviz 0.x) or ``xr.DataTree`` (arviz 1.x, or
+    arviz-base without arviz); empty groups are left out."""
     groups = {name: ds for name, ds in groups.items() if ds is not None and len(ds.data_vars)}
     if _ARVIZ_1:
         import xarray as xr
@@ -96,7 +119,14 @@ def save(data, path: str) -> None:
 
 
 def load(path: str):
-    """Read ArviZ data written by :func:`save`, fully into memory."""
+    """Read ArviZ data written by :func:`save`, fully into memory: ``InferenceData`` on
+    arviz 0.x, ``DataTree`` otherwise (``xarray.open_datatree``, arviz 1.x's
+    ``from_netcdf``)."""
+    if _ARVIZ_1:
+        import xarray as xr
+
+        with xr.open_datatree(path) as data:
+            return data.load()
     import arviz as az
 
     data = az.from_netcdf(path)
