@@ -8,7 +8,6 @@ are then ``InferenceData``.
 
 import warnings
 
-import jax
 import numpy as np
 import pytest
 
@@ -25,6 +24,7 @@ import xarray as xr  # noqa: E402
 
 import ppl  # noqa: E402
 from ppl import dist  # noqa: E402
+from tests.seeds import key  # noqa: E402
 
 Y = np.array([[0.3, -1.2], [0.8, 1.5], [0.1, -0.4]])  # (obs, group)
 GROUPS = ["a", "b"]
@@ -44,7 +44,7 @@ def model(y=None):
 def posterior():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return ppl.nuts(model, y=Y, key=jax.random.key(0), chains=2, warmup=100, draws=100)
+        return ppl.nuts(model, y=Y, key=key(0), chains=2, warmup=100, draws=100)
 
 
 @pytest.fixture(scope="module")
