@@ -102,10 +102,23 @@ def _adaptation(settings: Settings):
         )
 
 
-def init(position: jax.Array, logdensity_fn: Callable, settings: Settings) -> State:
-    """The state of a chain at ``position`` (shape ``(dim,)``), before any adaptation."""
+def init(
+    position: jax.Array,
+    logdensity_fn: Callable,
+    settings: Settings,
+    step_size: jax.Array | None = None,
+    inverse_mass_matrix: jax.Array | None = None,
+) -> State:
+    """The state of a chain at ``position`` (shape ``(dim,)``), before any adaptation.
+
+    ``step_size`` (default ``settings.initial_step_size``) and ``inverse_mass_matrix``
+    (``(dim,)``, or ``(dim, dim)`` with ``dense_mass``; default the identity) are where
+    the adaptation starts, and what sampling uses if there is no warmup.
+    """
     adapt_init, _, _ = _adaptation(settings)
-    adaptation = adapt_init(position, settings.initial_step_size)
+    adaptation = adapt_init(position, settings.initial_step_size if step_size is None else step_size)
+    if inverse_mass_matrix is not None:
+        adaptation = adaptation._replace(inverse_mass_matrix=jnp.asarray(inverse_mass_matrix))
     state = State(
         blackjax.hmc.init(position, logdensity_fn),
         adaptation,

@@ -18,15 +18,19 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import numbers
 import time
 import warnings
 from collections.abc import Callable
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
+from numpyro import handlers
+from numpyro.infer.initialization import init_to_uniform
 
-from ppl.errors import ModelError
+from ppl.errors import ModelError, warn
 from ppl.mcmc import diagnostics, kernel
 from ppl.model.compile import CompiledModel, compile, constrain_draws
 from ppl.runtime.devices import METHODS, DevicePlan, map_replicas, plan_devices, to_host
@@ -67,21 +71,72 @@ class Posterior(Draws):
     compiled: CompiledModel
 
 
-def _check_counts(chains: int, warmup: int, draws: int) -> None:
-    for name, value, low in (("chains", chains, 1), ("warmup", warmup, 0), ("draws", draws, 1)):
-        if not isinstance(value, int | np.integer) or value < low:
+def _check_counts(chains, warmup, draws, thinning) -> None:
+    for name, value, low in (
+        ("chains", chains, 1),
+        ("warmup", warmup, 0),
+        ("draws", draws, 1),
+        ("thinning", thinning, 1),
+    ):
+        if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < low:
             raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
 
 
-def _check_settings(settings: kernel.Settings) -> None:
-    if settings.chain_method not in METHODS:
-        raise ValueError(f"chain_method must be one of {METHODS}, got {settings.chain_method!r}")
-    if not 0 < settings.target_accept < 1:
-        raise ValueError(f"target_accept must be in (0, 1), got {settings.target_accept}")
-    if settings.algorithm == "nuts" and settings.max_tree_depth < 1:
-        raise ValueError(f"max_tree_depth must be >= 1, got {settings.max_tree_depth}")
-    if settings.algorithm == "hmc" and settings.num_integration_steps < 1:
-        raise ValueError(f"num_integration_steps must be >= 1, got {settings.num_integration_steps}")
+def _number(name: str, value, kind=float):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a {kind.__name__}, got {type(value).__name__} {value!r}")
+    if kind is int and int(value) != value:
+        raise ValueError(f"{name} must be an integer, got {value!r}")
+    return kind(value)
+
+
+def _settings(
+    algorithm: str,
+    *,
+    target_accept,
+    max_tree_depth=10,
+    num_integration_steps=16,
+    dense_mass,
+    chain_method,
+    step_size=None,
+) -> kernel.Settings:
+    """Checked :class:`~ppl.mcmc.kernel.Settings` (a clear error for every bad value)."""
+    target_accept = _number("target_accept", target_accept)
+    if not 0 < target_accept < 1:
+        raise ValueError(f"target_accept must be in (0, 1), got {target_accept}")
+    max_tree_depth = _number("max_tree_depth", max_tree_depth, int)
+    if not 1 <= max_tree_depth <= 30:
+        raise ValueError(f"max_tree_depth must be in 1..30, got {max_tree_depth}")
+    num_integration_steps = _number("num_integration_steps", num_integration_steps, int)
+    if num_integration_steps < 1:
+        raise ValueError(f"num_integration_steps must be >= 1, got {num_integration_steps}")
+    if not isinstance(dense_mass, bool | np.bool_):
+        raise TypeError(f"dense_mass must be True or False, got {dense_mass!r}")
+    if chain_method not in METHODS:
+        raise ValueError(f"chain_method must be one of {METHODS}, got {chain_method!r}")
+    initial_step_size = 1.0
+    if step_size is not None and np.ndim(step_size) == 0:
+        initial_step_size = _number("step_size", step_size)
+        if not (initial_step_size > 0 and np.isfinite(initial_step_size)):
+            raise ValueError(f"step_size must be positive and finite, got {initial_step_size}")
+    return kernel.Settings(
+        algorithm=algorithm,
+        target_accept=target_accept,
+        max_tree_depth=max_tree_depth,
+        num_integration_steps=num_integration_steps,
+        dense_mass=bool(dense_mass),
+        initial_step_size=initial_step_size,
+        chain_method=chain_method,
+    )
+
+
+def _check_options(devices, progress_bar) -> None:
+    if devices is not None and (
+        isinstance(devices, bool) or not isinstance(devices, int | np.integer) or devices < 1
+    ):
+        raise ValueError(f"devices must be None (all) or an integer >= 1, got {devices!r}")
+    if progress_bar is not None and not isinstance(progress_bar, bool):
+        raise TypeError(f"progress_bar must be None, True or False, got {progress_bar!r}")
 
 
 # --------------------------------------------------------------- the programs
@@ -91,17 +146,27 @@ def _check_settings(settings: kernel.Settings) -> None:
 
 
 @functools.partial(jax.jit, static_argnames=("settings", "plan"))
-def _init_chains(keys, compiled: CompiledModel, *, settings: kernel.Settings, plan: DevicePlan):
-    def one(key, compiled):
-        u, ok = compiled.initial_position(key, settings.init_radius, settings.init_attempts)
-        return kernel.init(u, compiled.logdensity, settings), ok
+def _init_chains(keys, start, compiled: CompiledModel, *, settings: kernel.Settings, plan: DevicePlan):
+    """Every chain's kernel state; ``start = (positions, step_sizes, inverse_mass_matrices)``,
+    each ``None`` (search a valid position / the defaults) or one row per chain."""
 
-    return map_replicas(one, plan, settings.chain_method)(keys, compiled)
+    def one(per_chain, compiled):
+        key, (position, step_size, inverse_mass_matrix) = per_chain
+        if position is None:
+            position, ok = compiled.initial_position(key, settings.init_radius, settings.init_attempts)
+        else:
+            value, grad = jax.value_and_grad(compiled.logdensity)(position)
+            ok = jnp.isfinite(value) & jnp.all(jnp.isfinite(grad))
+        state = kernel.init(position, compiled.logdensity, settings, step_size, inverse_mass_matrix)
+        return state, ok
+
+    return map_replicas(one, plan, settings.chain_method)((keys, start), compiled)
 
 
 @functools.partial(jax.jit, static_argnames=("settings", "plan"))
 def _advance(carry, xs, compiled: CompiledModel, *, settings: kernel.Settings, plan: DevicePlan):
-    """Advance every chain over the steps ``xs = (steps, phases, windows)`` of one chunk."""
+    """Advance every chain over the steps ``xs = (steps, phases, windows)`` of one chunk;
+    with thinning each row of ``xs`` holds ``thinning`` transitions and keeps the last."""
 
     def one(per_chain, shared):
         state, chain_key = per_chain
@@ -109,46 +174,199 @@ def _advance(carry, xs, compiled: CompiledModel, *, settings: kernel.Settings, p
 
         def transition(state, x):
             t, phase, window = x
-            state, info = kernel.step(
+            return kernel.step(
                 jax.random.fold_in(chain_key, t), state, compiled.logdensity, phase, window, settings
             )
+
+        def kept(state, x):
+            if x[0].ndim == 0:
+                state, info = transition(state, x)
+            else:  # thinning: several transitions, the last one kept (divergences counted)
+                state, infos = jax.lax.scan(transition, state, x)
+                info = jax.tree.map(lambda a: a[-1], infos)._replace(diverging=infos.diverging.any())
             return state, (state.hmc.position, info)
 
-        state, outputs = jax.lax.scan(transition, state, (steps, phases, windows))
+        state, outputs = jax.lax.scan(kept, state, (steps, phases, windows))
         return (state, chain_key), outputs
 
     return map_replicas(one, plan, settings.chain_method)(carry, (compiled, xs))
 
 
+@functools.partial(jax.jit, static_argnames=("strategy",))
+def _strategy_positions(keys, values, compiled: CompiledModel, strategy):
+    """Unconstrained starting points ``(chains, dim)`` from NumPyro init ``strategy`` with the
+    per-chain constrained ``values`` substituted where given."""
+
+    def one(key, values):
+        def substitute_fn(site):
+            if site["type"] != "sample" or site["is_observed"]:
+                return None
+            return values[site["name"]] if site["name"] in values else strategy(site)
+
+        run = handlers.substitute(handlers.seed(compiled.model, key), substitute_fn=substitute_fn)
+        trace = handlers.trace(run).get_trace(*compiled.args, **compiled.kwargs)
+        return compiled.unconstrain({name: trace[name]["value"] for name, _ in compiled.layout})
+
+    return jax.vmap(one)(keys, values)
+
+
 # ------------------------------------------------------------------- the driver
 
 
-def _run(model, args, kwargs, *, key, chains, warmup, draws, settings, devices, progress_bar):
+def _per_chain(name: str, value, site_shape: tuple, chains: int) -> np.ndarray:
+    """``value`` for every chain: ``(chains, *site_shape)`` from a shared or per-chain value."""
+    value = np.asarray(value)
+    if value.shape == (chains, *site_shape) and (value.shape != tuple(site_shape) or chains == 1):
+        return value
+    try:
+        return np.broadcast_to(value, (chains, *site_shape)).copy()
+    except ValueError:
+        raise ValueError(
+            f"init['{name}'] has shape {value.shape}; expected the site's shape {tuple(site_shape)} "
+            f"(shared by all chains) or {(chains, *site_shape)} (one per chain)"
+        ) from None
+
+
+def _start(
+    init, init_strategy, step_size, inverse_mass_matrix, compiled, chains, padded, keys, warmup, dense
+):
+    """``(positions, step_sizes, inverse_mass_matrices, note)`` of every (padded) chain."""
+    source = None
+    positions = None
+    if isinstance(init, Posterior):
+        if init.unconstrained.shape[-1] != compiled.dim:
+            raise ValueError(
+                f"init: the posterior has {init.unconstrained.shape[-1]} unconstrained coordinates, this "
+                f"model {compiled.dim}; continue a run of the same model"
+            )
+        if init.num_chains != chains:
+            raise ValueError(f"init: the posterior has {init.num_chains} chains, this run {chains}")
+        positions = np.asarray(init.unconstrained[:, -1])
+        step_size = init.step_size if step_size is None else step_size
+        inverse_mass_matrix = init.inverse_mass_matrix if inverse_mass_matrix is None else inverse_mass_matrix
+        source = "the given posterior"
+    elif init is not None or init_strategy is not None:
+        if init is not None and not isinstance(init, dict):
+            raise TypeError(
+                "init must be None, a dict of constrained site values or a ppl.Posterior, "
+                f"got {type(init).__name__}"
+            )
+        init = dict(init or {})
+        shapes = {s["name"]: tuple(np.shape(s["value"])) for s in compiled.latent_sites}
+        unknown = sorted(set(init) - set(shapes))
+        if unknown:
+            raise ValueError(
+                f"init: {unknown} are not latent continuous sites of the model (those are {sorted(shapes)})"
+            )
+        values = {name: _per_chain(name, value, shapes[name], chains) for name, value in init.items()}
+        values = {
+            name: np.concatenate([v, np.repeat(v[-1:], padded - chains, 0)]) for name, v in values.items()
+        }
+        strategy = init_to_uniform if init_strategy is None else init_strategy
+        positions = np.asarray(_strategy_positions(keys, values, compiled, strategy))
+    if positions is not None:
+        positions = np.concatenate([positions, np.repeat(positions[-1:], padded - len(positions), 0)])
+    dim = compiled.dim
+    if step_size is not None:
+        step_size = np.broadcast_to(np.asarray(step_size, np.float32), (chains,))
+        if not np.all(np.isfinite(step_size) & (step_size > 0)):
+            raise ValueError(f"step_size must be positive and finite, got {step_size}")
+        step_size = np.concatenate([step_size, np.repeat(step_size[-1:], padded - chains)])
+    if inverse_mass_matrix is not None:
+        imm = np.asarray(inverse_mass_matrix, np.float32)
+        shape = (dim, dim) if dense else (dim,)
+        if imm.shape not in (shape, (chains, *shape)):
+            raise ValueError(
+                f"inverse_mass_matrix has shape {imm.shape}; expected {shape} (dense_mass={dense}), shared "
+                f"or with a leading chains axis of {chains}"
+            )
+        imm = np.broadcast_to(imm, (chains, *shape))
+        inverse_mass_matrix = np.concatenate([imm, np.repeat(imm[-1:], padded - chains, 0)])
+    if warmup == 0:
+        if source is None:
+            eps = (
+                "1.0 (the default)"
+                if step_size is None
+                else ", ".join(f"{x:.4g}" for x in np.unique(step_size[:chains]))
+            )
+            imm_text = "the identity" if inverse_mass_matrix is None else "the given one"
+            warn(
+                f"warmup=0: nothing is adapted; sampling with step size {eps} and {imm_text} inverse mass "
+                "matrix. Pass init=<a ppl.Posterior> to continue an adapted run"
+            )
+    return positions, step_size, inverse_mass_matrix
+
+
+def _run(
+    model,
+    args,
+    kwargs,
+    *,
+    key,
+    chains,
+    warmup,
+    draws,
+    thinning,
+    settings,
+    devices,
+    progress_bar,
+    init,
+    init_strategy,
+    step_size,
+    inverse_mass_matrix,
+    static,
+):
     key = validate_key(key)
-    _check_counts(chains, warmup, draws)
-    _check_settings(settings)
-    compiled = compile(model, *args, **kwargs)
+    _check_counts(chains, warmup, draws, thinning)
+    _check_options(devices, progress_bar)
+    compiled = compile(model, *args, static=static, **kwargs)
     algorithm = settings.algorithm.upper()
     compiled.require_continuous(algorithm)
     if compiled.dim == 0:
         raise ModelError(
             f"the model has no latent continuous site; there is nothing for {algorithm} to sample"
         )
+    if (
+        settings.dense_mass
+        and isinstance(init, Posterior)
+        and init.inverse_mass_matrix.ndim == 2
+        and inverse_mass_matrix is None
+    ):
+        raise ValueError(
+            "init: the posterior adapted a diagonal mass matrix; pass dense_mass=False to continue it"
+        )
     plan = plan_devices(chains, devices, replicas="chains")
-    chain_keys = jax.vmap(jax.random.split)(replica_keys(key, plan.padded_replicas))
+    chain_keys = jax.vmap(lambda k: jax.random.split(k, 3))(replica_keys(key, plan.padded_replicas))
     timing = {}
 
     started = time.perf_counter()
-    states, ok = _init_chains(chain_keys[:, 0], compiled, settings=settings, plan=plan)
+    start = _start(
+        init,
+        init_strategy,
+        step_size,
+        inverse_mass_matrix,
+        compiled,
+        chains,
+        plan.padded_replicas,
+        chain_keys[:, 2],
+        warmup,
+        settings.dense_mass,
+    )
+    states, ok = _init_chains(chain_keys[:, 0], start, compiled, settings=settings, plan=plan)
     ok = to_host(ok)[:chains]
     timing["init"] = time.perf_counter() - started
     if not ok.all():
         failed = int(np.argmin(ok))
         position = to_host(states.hmc.position)[failed]
+        if start[0] is not None:
+            raise ModelError(
+                f"chain {failed}: the log density or its gradient is non-finite at the given initial values; "
+                + compiled.describe_nonfinite(position, 1).split("; ", 1)[1]
+            )
         raise ModelError(compiled.describe_nonfinite(position, settings.init_attempts))
 
-    phases, windows = kernel.schedule(warmup, draws)
-    steps = np.arange(warmup + draws, dtype=np.int32)
+    phases, windows = kernel.schedule(warmup, draws * thinning)
+    steps = np.arange(warmup + draws * thinning, dtype=np.int32)
     advance = functools.partial(_advance, compiled=compiled, settings=settings, plan=plan)
     loop = {"progress_bar": progress_bar, "unit": "draw", "scale": chains, "step_axis": 1}
     warmup_divergences = np.zeros(plan.padded_replicas, np.int64)
@@ -156,6 +374,10 @@ def _run(model, args, kwargs, *, key, chains, warmup, draws, settings, devices, 
     def count_divergences(carry, outputs, stop):
         # only the divergence counts leave the devices during warmup
         warmup_divergences[:] += to_host(outputs[1].diverging.sum(axis=1))
+
+    def thinned(x):
+        x = x[warmup:]
+        return x if thinning == 1 else x.reshape((draws, thinning) + x.shape[1:])
 
     carry = (states, chain_keys[:, 1])
     started = time.perf_counter()
@@ -172,7 +394,7 @@ def _run(model, args, kwargs, *, key, chains, warmup, draws, settings, devices, 
     timing["warmup"] = time.perf_counter() - started
     started = time.perf_counter()
     carry, (positions, info) = scan_in_chunks(
-        advance, carry, (steps[warmup:], phases[warmup:], windows[warmup:]), description="sampling", **loop
+        advance, carry, (thinned(steps), thinned(phases), thinned(windows)), description="sampling", **loop
     )
     timing["sampling"] = time.perf_counter() - started
     positions = positions[:chains]
@@ -184,7 +406,8 @@ def _run(model, args, kwargs, *, key, chains, warmup, draws, settings, devices, 
     stats["step_size"] = np.broadcast_to(step_size[:, None], positions.shape[:2]).copy()
 
     started = time.perf_counter()
-    values, loglik = to_host(constrain_draws(compiled, positions.reshape(-1, compiled.dim)))
+    discrete_key = jax.random.fold_in(key, 2**31 - 1)  # not a chain's index
+    values, loglik = to_host(constrain_draws(compiled, positions.reshape(-1, compiled.dim), discrete_key))
     shape = positions.shape[:2]
     timing["postprocess"] = time.perf_counter() - started
 
@@ -201,6 +424,7 @@ def _run(model, args, kwargs, *, key, chains, warmup, draws, settings, devices, 
             "inference": settings.algorithm,
             "chain_method": settings.chain_method,
             "num_devices": plan.num_devices,
+            "thinning": thinning,
         },
         unconstrained=positions,
         step_size=step_size,
@@ -264,12 +488,18 @@ def nuts(
     chains: int = 4,
     warmup: int = 1000,
     draws: int = 1000,
+    thinning: int = 1,
     target_accept: float = 0.8,
     max_tree_depth: int = 10,
     dense_mass: bool = False,
+    init: dict | Posterior | None = None,
+    init_strategy: Callable | None = None,
+    step_size: float | None = None,
+    inverse_mass_matrix: Any = None,
     devices: int | None = None,
     chain_method: str = "vectorized",
     progress_bar: bool | None = None,
+    static: tuple[str, ...] = (),
     **kwargs: Any,
 ) -> Posterior:
     """Sample ``model(*args, **kwargs)`` with NUTS (BlackJAX) after Stan's window adaptation.
@@ -277,16 +507,18 @@ def nuts(
     Chains are spread over ``devices`` devices (default: every device of every
     process, at most one per chain) with ``jax.shard_map``, and mapped within a device
     as ``chain_method`` says; any number of chains runs on any number of devices.
-    Warns with counts on divergences, R-hat > 1.01 and low bulk ESS.
+    Discrete latent sites with enumerate support are summed out and drawn back into
+    the posterior (:mod:`ppl.model.enumeration`). Warns with counts on divergences,
+    R-hat > 1.01 and low bulk ESS.
 
     Args:
         model: a model function; ``*args`` and ``**kwargs`` are its data.
         key: a ``jax.random.key``; chain ``i`` uses ``fold_in(key, i)``.
         chains: number of chains.
         warmup: adaptation transitions per chain (discarded).
-        draws: kept transitions per chain.
-        target_accept: dual-averaging target acceptance rate.
-        max_tree_depth: maximum number of trajectory doublings.
+        draws: kept draws per chain.
+        target_accept: dual-averaging target acceptance rate, in ``(0, 1)``.
+        max_tree_depth: maximum number of trajectory doublings, ``1..30``.
         dense_mass: adapt a dense (instead of diagonal) inverse mass matrix.
         devices: number of devices to use (default: all, at most ``chains``).
         chain_method: ``"vectorized"`` (default: the chains of a device run as one
@@ -296,13 +528,32 @@ def nuts(
             (``lax.map``: a chain's draws are bit-identical on any number of devices or
             processes; can be faster for expensive models whose trees differ in depth).
         progress_bar: ``None`` = on in a terminal unless ``CI`` is set.
+        init: where the chains start: ``None`` (uniform in ``(-2, 2)`` in unconstrained
+            space, NumPyro's ``init_to_uniform``); a dict of constrained values by site,
+            each of the site's shape (shared) or with a leading ``chains`` axis (one per
+            chain), the other sites from ``init_strategy``; or a :class:`Posterior` of the
+            same model to continue from its last draws, with its adapted step sizes and
+            mass matrices (``warmup=0`` continues the chains; ``warmup > 0`` warm-starts a
+            new adaptation there).
+        init_strategy: a NumPyro init strategy (``init_to_median()``, ``init_to_sample``,
+            ``init_to_feasible``, ...) for the sites ``init`` does not give.
+        thinning: keep every ``thinning``-th transition; ``draws`` is the number kept
+            (NumPyro counts ``num_samples`` before thinning).
+        step_size: the step size where adaptation starts (a scalar, or one per chain);
+            with ``warmup=0``, the step size used.
+        inverse_mass_matrix: likewise, ``(dim,)`` (or ``(dim, dim)`` with
+            ``dense_mass``), shared or per chain.
+        static: names of array arguments the model inspects with NumPy or Python,
+            compiled in as constants (found automatically, with a warning, otherwise).
 
     Returns:
         A :class:`Posterior`; ``posterior.to_arviz()`` gives ArviZ data.
 
     Raises:
-        ModelError: a malformed model, a latent discrete site, or a log density that is
-            non-finite at every initialisation attempt (the message names the site).
+        ModelError: a malformed model, a latent discrete site that cannot be enumerated,
+            or a log density that is non-finite at every initialisation attempt (the
+            message names the site).
+        ValueError, TypeError: a bad driver argument (the message names it).
 
     Example:
         >>> import jax, ppl
@@ -312,15 +563,16 @@ def nuts(
         ...     ppl.sample("y", dist.Normal(mu, 1.0), obs=y)
         >>> post = ppl.nuts(model, y=jax.numpy.array(0.5), key=jax.random.key(0),
         ...                 chains=2, warmup=50, draws=50)  # doctest: +SKIP
-        >>> post.samples["mu"].shape  # doctest: +SKIP
-        (2, 50)
+        >>> more = ppl.nuts(model, y=jax.numpy.array(0.5), key=jax.random.key(1),
+        ...                 chains=2, warmup=0, draws=50, init=post)  # doctest: +SKIP
     """
-    settings = kernel.Settings(
-        algorithm="nuts",
-        target_accept=float(target_accept),
-        max_tree_depth=int(max_tree_depth),
-        dense_mass=bool(dense_mass),
+    settings = _settings(
+        "nuts",
+        target_accept=target_accept,
+        max_tree_depth=max_tree_depth,
+        dense_mass=dense_mass,
         chain_method=chain_method,
+        step_size=step_size,
     )
     return _run(
         model,
@@ -330,9 +582,15 @@ def nuts(
         chains=chains,
         warmup=warmup,
         draws=draws,
+        thinning=thinning,
         settings=settings,
         devices=devices,
         progress_bar=progress_bar,
+        init=init,
+        init_strategy=init_strategy,
+        step_size=step_size,
+        inverse_mass_matrix=inverse_mass_matrix,
+        static=static,
     )
 
 
@@ -344,24 +602,31 @@ def hmc(
     chains: int = 4,
     warmup: int = 1000,
     draws: int = 1000,
+    thinning: int = 1,
     target_accept: float = 0.8,
     dense_mass: bool = False,
+    init: dict | Posterior | None = None,
+    init_strategy: Callable | None = None,
+    step_size: float | None = None,
+    inverse_mass_matrix: Any = None,
     devices: int | None = None,
     chain_method: str = "vectorized",
     progress_bar: bool | None = None,
+    static: tuple[str, ...] = (),
     **kwargs: Any,
 ) -> Posterior:
     """Sample with static-trajectory HMC (``num_integration_steps`` leapfrog steps).
 
-    Same driver, adaptation, devices and output as :func:`nuts`; ``tree_depth`` is
-    absent from ``sample_stats``.
+    Same driver, adaptation, devices, initialisation, thinning and output as
+    :func:`nuts`; ``tree_depth`` is absent from ``sample_stats``.
     """
-    settings = kernel.Settings(
-        algorithm="hmc",
-        target_accept=float(target_accept),
-        num_integration_steps=int(num_integration_steps),
-        dense_mass=bool(dense_mass),
+    settings = _settings(
+        "hmc",
+        target_accept=target_accept,
+        num_integration_steps=num_integration_steps,
+        dense_mass=dense_mass,
         chain_method=chain_method,
+        step_size=step_size,
     )
     return _run(
         model,
@@ -371,7 +636,13 @@ def hmc(
         chains=chains,
         warmup=warmup,
         draws=draws,
+        thinning=thinning,
         settings=settings,
         devices=devices,
         progress_bar=progress_bar,
+        init=init,
+        init_strategy=init_strategy,
+        step_size=step_size,
+        inverse_mass_matrix=inverse_mass_matrix,
+        static=static,
     )

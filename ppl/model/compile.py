@@ -13,18 +13,30 @@ from __future__ import annotations
 
 import inspect
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Collection
+from functools import partial
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from numpyro import handlers
+from numpyro.distributions import MaskedDistribution
 from numpyro.distributions.transforms import biject_to
 from numpyro.infer.initialization import init_to_uniform
 from numpyro.infer.util import constrain_fn, potential_energy, unconstrain_fn
 
-from ppl.errors import ModelError
+from ppl.errors import ModelError, warn
+from ppl.model import enumeration
+from ppl.model.data import (
+    StaticData,
+    argument_names,
+    as_data,
+    find_constants,
+    is_array,
+    merge_data,
+    split_data,
+)
 
 __all__ = [
     "CompiledModel",
@@ -37,73 +49,12 @@ __all__ = [
     "make_log_likelihood",
     "make_logdensity",
     "make_pointwise_log_likelihood",
-    "merge_data",
     "sample_sites",
-    "split_data",
     "unflatten",
 ]
 
 Layout = tuple[tuple[str, tuple[int, ...]], ...]
 """Static description of the flat vector: ``((site_name, unconstrained_shape), ...)``."""
-
-
-# ----------------------------------------------------------------------------- data
-
-
-class StaticData(NamedTuple):
-    """The hashable half of a model's arguments: tree structure and non-array leaves.
-
-    Arrays and Python floats are *data*: they are passed to compiled functions as
-    arguments, so new data of the same shape never recompiles. Python ints, bools,
-    strings and ``None`` are *configuration* (sizes, flags): they are part of the
-    compiled function's cache key.
-    """
-
-    treedef: Any
-    leaves: tuple  # the static leaves, with None where an array leaf goes
-
-
-def _is_array(leaf) -> bool:
-    return isinstance(leaf, np.ndarray | jax.Array | np.generic)
-
-
-def _is_data(leaf) -> bool:
-    # Python floats are data too (observations, hyperparameters): changing one never
-    # recompiles, and NumPyro's support checks see a JAX array rather than a float.
-    return _is_array(leaf) or isinstance(leaf, float)
-
-
-def split_data(args: tuple, kwargs: dict) -> tuple[list, StaticData]:
-    """Split ``(args, kwargs)`` into a list of array leaves and a hashable remainder.
-
-    Returns:
-        ``(arrays, static)`` where ``arrays`` is a list of ``jax.Array`` and ``static``
-        a :class:`StaticData`; :func:`merge_data` inverts the split.
-    """
-    leaves, treedef = jax.tree_util.tree_flatten((tuple(args), dict(kwargs)))
-    arrays, static = [], []
-    for leaf in leaves:
-        if _is_data(leaf):
-            arrays.append(jnp.asarray(leaf))
-            static.append(None)
-        else:
-            try:
-                hash(leaf)
-            except TypeError as err:
-                raise TypeError(
-                    f"model argument of type {type(leaf).__name__} is neither an array nor "
-                    "hashable; pass arrays for data and hashable values for configuration"
-                ) from err
-            static.append(leaf)
-    return arrays, StaticData(treedef, tuple(static))
-
-
-def merge_data(arrays: list, static: StaticData) -> tuple[tuple, dict]:
-    """Inverse of :func:`split_data`: rebuild ``(args, kwargs)``."""
-    it = iter(arrays)
-    leaves = [next(it) if leaf is None else leaf for leaf in static.leaves]
-    args, kwargs = jax.tree_util.tree_unflatten(static.treedef, leaves)
-    return args, kwargs
 
 
 # -------------------------------------------------------------------- flat layout
@@ -126,12 +77,22 @@ def flatten(values: dict[str, jax.Array], layout: Layout) -> jax.Array:
     return jnp.concatenate([jnp.reshape(values[name], (-1,)) for name, _ in layout])
 
 
-def make_logdensity(model: Callable, layout: Layout, args: tuple, kwargs: dict) -> Callable:
+def make_logdensity(
+    model: Callable, layout: Layout, args: tuple, kwargs: dict, enum_dim: int | None = None
+) -> Callable:
     """The log density of the flat unconstrained vector, Jacobians included.
 
     ``args``/``kwargs`` may be tracers: drivers call this inside ``jit`` with the data
-    as arguments so that new data of the same shape reuses the compiled program.
+    as arguments so that new data of the same shape reuses the compiled program. With
+    ``enum_dim`` (see :mod:`ppl.model.enumeration`) discrete latent sites are summed out.
     """
+    if enum_dim is not None:
+        enumerated = enumeration.enumerated(model, enum_dim)
+
+        def logdensity(u):
+            return -potential_energy(enumerated, args, kwargs, unflatten(u, layout), enum=True)
+
+        return logdensity
 
     def logdensity(u):
         return -potential_energy(model, args, kwargs, unflatten(u, layout))
@@ -139,38 +100,88 @@ def make_logdensity(model: Callable, layout: Layout, args: tuple, kwargs: dict) 
     return logdensity
 
 
-def _observed_trace(model: Callable, layout: Layout, args: tuple, kwargs: dict, u: jax.Array) -> dict:
-    """The model's trace with the latent sites at ``u`` (constrained): observed sites scored."""
-    values = constrain_fn(model, args, kwargs, unflatten(u, layout))
-    return handlers.trace(handlers.seed(handlers.substitute(model, values), 0)).get_trace(*args, **kwargs)
+def _observed_trace(model: Callable, layout: Layout, args: tuple, kwargs: dict, u: jax.Array, enum_dim=None):
+    """The model's trace with the latent sites at ``u`` (constrained): observed sites scored.
+
+    With ``enum_dim`` the discrete latent sites run over all their values (NumPyro's
+    ``enum``): their values and the observed sites' log-probabilities carry the
+    enumeration dimensions on the left.
+    """
+    values = constrain_fn(handlers.seed(model, 0), args, kwargs, unflatten(u, layout))
+    substituted = handlers.substitute(model, values)
+    if enum_dim is not None:
+        return handlers.trace(enumeration.enumerated(substituted, enum_dim)).get_trace(*args, **kwargs)
+    return handlers.trace(handlers.seed(substituted, 0)).get_trace(*args, **kwargs)
 
 
-def make_log_likelihood(model: Callable, layout: Layout, args: tuple, kwargs: dict) -> Callable:
+def _pointwise(trace: dict, enum_dim: int | None, with_factors: bool) -> dict[str, jax.Array]:
+    """Observed site -> log-probability per element of its batch shape (scale not applied).
+
+    Enumerated discrete sites are summed out per element: ``log sum_z p(z) p(y_i | z)``,
+    exact when the discrete sites sit in the observed site's plates (mixtures); with a
+    discrete site shared by several observations the terms are its per-element marginals.
+    """
+    observed = {
+        name: site["fn"].log_prob(site["value"])
+        for name, site in trace.items()
+        if site["type"] == "sample" and site["is_observed"] and (with_factors or not is_factor(site))
+    }
+    if enum_dim is None:
+        return observed
+    discrete = [
+        site["fn"].log_prob(site["value"])
+        for site in trace.values()
+        if site["type"] == "sample" and not site["is_observed"] and site["fn"].support.is_discrete
+    ]
+    batch_ndim = -enum_dim - 1
+    out = {}
+    for name, logp in observed.items():
+        try:
+            total = logp + sum(discrete) if discrete else logp
+            total = jnp.broadcast_to(total, jnp.broadcast_shapes(jnp.shape(total), jnp.shape(logp)))
+        except ValueError as err:
+            raise ModelError(
+                f"observed site '{name}': its log-probability {jnp.shape(logp)} does not broadcast with "
+                f"the enumerated discrete sites' {[jnp.shape(d) for d in discrete]}; the pointwise "
+                "log-likelihood needs them in the same plates"
+            ) from err
+        enum_axes = tuple(range(max(jnp.ndim(total) - batch_ndim, 0)))
+        total = jax.scipy.special.logsumexp(total, axis=enum_axes) if enum_axes else total
+        # what is left has one dim per plate level: drop the size-1 ones the site lacks
+        value = trace[name]["value"]
+        value_batch = jnp.shape(value)[: jnp.ndim(value) - trace[name]["fn"].event_dim]
+        out[name] = jnp.reshape(total, value_batch) if total.size == math.prod(value_batch) else total
+    return out
+
+
+def make_log_likelihood(
+    model: Callable, layout: Layout, args: tuple, kwargs: dict, enum_dim: int | None = None
+) -> Callable:
     """``u (dim,) ->`` the summed log-probability of the observed sites and factors
     (``handlers.scale`` applied): the likelihood part of :func:`make_logdensity`."""
 
     def log_likelihood(u):
+        trace = _observed_trace(model, layout, args, kwargs, u, enum_dim)
         total = 0.0
-        for site in _observed_trace(model, layout, args, kwargs, u).values():
-            if site["type"] == "sample" and site["is_observed"]:
-                scale = 1.0 if site["scale"] is None else site["scale"]
-                total = total + jnp.sum(site["fn"].log_prob(site["value"]) * scale)
+        for name, logp in _pointwise(trace, enum_dim, with_factors=True).items():
+            scale = trace[name]["scale"]
+            total = total + jnp.sum(logp * (1.0 if scale is None else scale))
         return total
 
     return log_likelihood
 
 
-def make_pointwise_log_likelihood(model: Callable, layout: Layout, args: tuple, kwargs: dict) -> Callable:
+def make_pointwise_log_likelihood(
+    model: Callable, layout: Layout, args: tuple, kwargs: dict, enum_dim: int | None = None
+) -> Callable:
     """``u (dim,) -> {observed site: log p(value | latents)}``, one entry per element of the
-    site's batch shape (event dimensions summed, no ``scale``; factors left out): what
-    ArviZ's ``log_likelihood`` group holds, for ``loo`` and ``compare``."""
+    site's batch shape (event dimensions summed, no ``scale``; factors left out; masked
+    elements 0; enumerated discrete sites summed out): what ArviZ's ``log_likelihood``
+    group holds, for ``loo`` and ``compare``."""
 
     def pointwise(u):
-        return {
-            name: site["fn"].log_prob(site["value"])
-            for name, site in _observed_trace(model, layout, args, kwargs, u).items()
-            if site["type"] == "sample" and site["is_observed"] and not is_factor(site)
-        }
+        trace = _observed_trace(model, layout, args, kwargs, u, enum_dim)
+        return _pointwise(trace, enum_dim, with_factors=False)
 
     return pointwise
 
@@ -182,6 +193,8 @@ class _UniqueTrace(handlers.trace):
     """NumPyro's ``trace`` that reports duplicate site names as a :class:`ModelError`."""
 
     def postprocess_message(self, msg):
+        if "name" not in msg:  # helper messages (e.g. of ``scan``), as NumPyro's trace skips them
+            return
         name = msg["name"]
         if name in self.trace and msg["type"] in ("sample", "deterministic", "param", "plate"):
             first = self.trace[name]["type"]
@@ -265,28 +278,51 @@ def _check_observed(site: dict) -> None:
 
 
 def _outside_support(site: dict) -> np.ndarray:
-    """Mask of observed values outside the site's support (shape of the value's batch)."""
+    """Mask of observed values outside the site's support (shape of the value's batch);
+    elements masked out (``obs_mask``, ``handlers.mask``) never count."""
     if isinstance(site["value"], jax.core.Tracer):
         return np.zeros((), bool)
-    return ~np.asarray(site["fn"].support(site["value"]))
+    fn = site["fn"]
+    mask = getattr(fn, "_mask", None)
+    base = fn.base_dist if isinstance(fn, MaskedDistribution) else fn
+    outside = ~np.asarray(base.support(site["value"]))
+    if mask is not None and mask is not True:
+        outside = outside & np.broadcast_to(np.asarray(mask), outside.shape)
+    return outside
 
 
 def _check_support(model: Callable, args: tuple, kwargs: dict, site: dict) -> None:
     """Observed values outside the support raise, unless the support moves with the
     latent values (e.g. ``Uniform(0, theta)``): a violation must persist across three
     different prototype draws of the latents to be reported here. Otherwise the
-    initialisation diagnosis names the site if no valid start exists."""
+    initialisation diagnosis names the site if no valid start exists. NaN is named as
+    NaN, with NumPyro's pattern for missing values."""
     outside = _outside_support(site)
     if not outside.any():
         return
+    name, fn = site["name"], site["fn"]
+    value = np.asarray(site["value"])
+    event_ndim = fn.event_dim
+    nan = (
+        np.isnan(value).any(axis=tuple(range(value.ndim - event_ndim, value.ndim)))
+        if value.dtype.kind == "f"
+        else None
+    )
+    nan = None if nan is None else nan & outside
+    if nan is not None and nan.any():
+        at = np.argwhere(nan.reshape(nan.shape or (1,)))
+        raise ModelError(
+            f"observed site '{name}': {len(at)} NaN value(s), first at index {tuple(at[0].tolist())}. "
+            "For missing values, pass obs_mask=~np.isnan(data) to the site (NumPyro's imputation "
+            "pattern: the missing entries become a latent site) or drop them"
+        )
     for seed in (1, 2):
-        again = _outside_support(trace_model(model, args, kwargs, rng_key=jax.random.key(seed))[site["name"]])
+        again = _outside_support(trace_model(model, args, kwargs, rng_key=jax.random.key(seed))[name])
         if again.shape != outside.shape or not np.array_equal(again, outside):
             return
     bad = np.argwhere(outside.reshape(outside.shape or (1,)))
-    fn = site["fn"]
     raise ModelError(
-        f"observed site '{site['name']}': {len(bad)} value(s) outside the support "
+        f"observed site '{name}': {len(bad)} value(s) outside the support "
         f"{fn.support} of {type(fn).__name__}, first at index {tuple(bad[0].tolist())}"
     )
 
@@ -305,7 +341,7 @@ def _input_names(model: Callable, args: tuple, kwargs: dict) -> dict[str, Any]:
         bound = inspect.signature(model).bind(*args, **kwargs).arguments
     except (TypeError, ValueError):
         bound = {f"arg{i}": a for i, a in enumerate(args)} | dict(kwargs)
-    return {k: v for k, v in bound.items() if _is_array(v)}
+    return {k: v for k, v in bound.items() if is_array(v)}
 
 
 class ModelStructure(NamedTuple):
@@ -319,6 +355,7 @@ class ModelStructure(NamedTuple):
     static_data: StaticData
     layout: Layout
     discrete_sites: tuple[tuple[str, str, tuple[int, ...]], ...]  # (name, distribution, shape)
+    enum_dim: int | None = None  # set when every discrete latent site is summed out by enumeration
 
 
 class SiteInfo(NamedTuple):
@@ -342,7 +379,8 @@ def _site_info(trace: dict) -> SiteInfo:
     observed = [s for s in trace.values() if s["type"] == "sample" and s["is_observed"] and not is_factor(s)]
     continuous = [s for s in latent if not s["fn"].support.is_discrete]
     deterministic = [s for s in trace.values() if s["type"] == "deterministic"]
-    dims = {s["name"]: site_dims(s, event_ndim(s)) for s in continuous + observed}
+    discrete = [s for s in latent if s["fn"].support.is_discrete]
+    dims = {s["name"]: site_dims(s, event_ndim(s)) for s in continuous + discrete + observed}
     dims |= {s["name"]: site_dims(s, 0) for s in deterministic}
     loglik_dims = {s["name"]: dims[s["name"]][: len(dims[s["name"]]) - event_ndim(s)] for s in observed}
     coords = {
@@ -351,7 +389,7 @@ def _site_info(trace: dict) -> SiteInfo:
     return SiteInfo(
         trace=trace,
         latent_sites=continuous,
-        discrete_sites=[s for s in latent if s["fn"].support.is_discrete],
+        discrete_sites=discrete,
         observed_sites=observed,
         deterministic_sites=deterministic,
         dims=dims,
@@ -467,33 +505,69 @@ class CompiledModel:
             if name not in observed and not any(value is s["value"] for s in self.observed_sites)
         }
 
-    def require_continuous(self, algorithm: str) -> None:
-        """Raise :class:`ModelError` if a latent site is discrete."""
+    @property
+    def enumerated(self) -> tuple[str, ...]:
+        """Names of the discrete latent sites summed out of :meth:`logdensity` by enumeration."""
+        return tuple(name for name, _, _ in self.structure.discrete_sites) if self.structure.enum_dim else ()
+
+    def require_continuous(self, algorithm: str, enumeration: bool = True) -> None:
+        """Raise :class:`ModelError` if a latent site is discrete and cannot be summed out
+        (no enumerate support, or ``enumeration=False`` for algorithms that need a
+        likelihood separate from the prior)."""
         for name, distribution, shape in self.structure.discrete_sites:
+            if enumeration and self.structure.enum_dim is not None:
+                continue
+            how = (
+                f"{distribution} has no enumerate support, so it cannot be summed out"
+                if enumeration
+                else f"{algorithm} does not sum out discrete sites by enumeration"
+            )
             raise ModelError(
-                f"latent site '{name}' is discrete ({distribution}, shape {shape}); {algorithm} needs "
-                "continuous latent sites. Marginalise it out, observe it, or use an inference method "
-                "with enumeration"
+                f"latent site '{name}' is discrete ({distribution}, shape {shape}); {how}. {algorithm} needs "
+                "continuous latent sites: marginalise it out by hand, observe it, or use NUTS/HMC, which "
+                "enumerate sites such as Bernoulli and Categorical"
             )
 
     # -- pure functions of u (jit-able, vmap-able)
     def logdensity(self, u: jax.Array) -> jax.Array:
         """Log joint density of ``u`` (shape ``(dim,)``), Jacobians included; a scalar."""
         self.require_continuous("a log density over a flat continuous vector")
-        return make_logdensity(self.model, self.layout, self.args, self.kwargs)(u)
+        return make_logdensity(self.model, self.layout, self.args, self.kwargs, self.structure.enum_dim)(u)
 
     def log_likelihood(self, u: jax.Array) -> jax.Array:
         """Summed log-probability of the observed sites and factors at ``u``; a scalar."""
-        return make_log_likelihood(self.model, self.layout, self.args, self.kwargs)(u)
+        return make_log_likelihood(self.model, self.layout, self.args, self.kwargs, self.structure.enum_dim)(
+            u
+        )
 
     def pointwise_log_likelihood(self, u: jax.Array) -> dict[str, jax.Array]:
         """Observed site -> log-likelihood per element of its batch shape at ``u``."""
-        return make_pointwise_log_likelihood(self.model, self.layout, self.args, self.kwargs)(u)
+        return make_pointwise_log_likelihood(
+            self.model, self.layout, self.args, self.kwargs, self.structure.enum_dim
+        )(u)
 
-    def constrain(self, u: jax.Array) -> dict[str, jax.Array]:
-        """Constrained values of every latent and deterministic site at ``u`` (shape ``(dim,)``)."""
+    def constrain(self, u: jax.Array, key: jax.Array | None = None) -> dict[str, jax.Array]:
+        """Constrained values of every latent and deterministic site at ``u`` (shape ``(dim,)``).
+
+        Enumerated discrete sites (:attr:`enumerated`) are drawn from their posterior
+        given ``u`` with ``key`` (default ``jax.random.key(0)``), and deterministic sites
+        computed with those draws.
+        """
         params = unflatten(u, self.layout)
-        return constrain_fn(self.model, self.args, self.kwargs, params, return_deterministic=True)
+        model = handlers.seed(self.model, 0)
+        if not self.enumerated:
+            return constrain_fn(model, self.args, self.kwargs, params, return_deterministic=True)
+        values = constrain_fn(model, self.args, self.kwargs, params)
+        key = jax.random.key(0) if key is None else key
+        values |= enumeration.draw_discrete(
+            self.model, self.args, self.kwargs, values, key, self.structure.enum_dim, self.enumerated
+        )
+        trace = handlers.trace(handlers.seed(handlers.substitute(self.model, values), 0)).get_trace(
+            *self.args, **self.kwargs
+        )
+        return values | {
+            name: site["value"] for name, site in trace.items() if site["type"] == "deterministic"
+        }
 
     def unconstrain(self, values: dict[str, jax.Array]) -> jax.Array:
         """Flat unconstrained vector (shape ``(dim,)``) of constrained latent ``values``."""
@@ -556,11 +630,16 @@ class CompiledModel:
 
 
 @jax.jit
-def constrain_draws(compiled: CompiledModel, positions: jax.Array):
+def constrain_draws(compiled: CompiledModel, positions: jax.Array, key: jax.Array | None = None):
     """``(values, log_likelihood)`` of flat draws ``positions`` ``(n, dim)``: every latent and
     deterministic site constrained ``(n, ...)``, and the pointwise log-likelihood of every
-    observed site ``(n, *batch)``. One compiled program per model structure."""
-    return jax.vmap(lambda u: (compiled.constrain(u), compiled.pointwise_log_likelihood(u)))(positions)
+    observed site ``(n, *batch)``. Enumerated discrete sites are drawn with ``fold_in(key, i)``
+    for draw ``i``. One compiled program per model structure."""
+    key = jax.random.key(0) if key is None else key
+    keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(positions.shape[0]))
+    return jax.vmap(lambda u, k: (compiled.constrain(u, k), compiled.pointwise_log_likelihood(u)))(
+        positions, keys
+    )
 
 
 def sample_sites(model, args, kwargs, key, num_samples, latents=None) -> dict[str, jax.Array]:
@@ -608,15 +687,83 @@ def find_initial_position(key, logdensity, dim, radius=2.0, num_attempts=100):
     return u, ok
 
 
-def compile(model: Callable, *args, **kwargs) -> CompiledModel:  # noqa: A001 (the API name)
+def _raw_trace(model: Callable, args: tuple, kwargs: dict) -> dict:
+    seeded = handlers.substitute(handlers.seed(model, rng_seed=0), substitute_fn=init_to_uniform)
+    return handlers.trace(seeded).get_trace(*args, **kwargs)
+
+
+_CONSTANTS: dict = {}  # (model, argument structure, shapes) -> (constants, error): one abstract trace each
+
+
+def _constants(model, args, kwargs, names, static, arrays, static_data):
+    """:func:`~ppl.model.data.find_constants` once per model and argument structure."""
+    key = (model, static_data, tuple((a.shape, a.dtype) for a in arrays), static)
+    try:
+        hash(key)
+    except TypeError:  # an unhashable model callable: no caching
+        return find_constants(partial(_raw_trace, model), args, kwargs, names, static)
+    if key not in _CONSTANTS:
+        if len(_CONSTANTS) >= 256:
+            _CONSTANTS.pop(next(iter(_CONSTANTS)))
+        _CONSTANTS[key] = find_constants(partial(_raw_trace, model), args, kwargs, names, static)
+    return _CONSTANTS[key]
+
+
+def _warn_about_constants(constants: tuple[str, ...], error: Exception, given: tuple[str, ...]) -> None:
+    found = [name for name in constants if name not in given]
+    if not found:
+        return
+    first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    warn(
+        f"model argument(s) {found} are used as constants: the model inspects their values with NumPy "
+        f"or Python ({type(error).__name__}: {first_line}). They are compiled into the program, so new "
+        f"values recompile; pass static={tuple(found)!r} to say so and silence this warning"
+    )
+
+
+def _warn_about_missing_observations(model: Callable, args: tuple, kwargs: dict, trace: dict) -> None:
+    """A model parameter left at its default ``None`` whose name is a latent site's: the
+    usual sign of forgotten data (the site is then sampled from its prior)."""
+    try:
+        signature = inspect.signature(model)
+        bound = signature.bind(*args, **kwargs).arguments
+    except (TypeError, ValueError):
+        return
+    for name, parameter in signature.parameters.items():
+        site = trace.get(name)
+        if (
+            name not in bound
+            and parameter.default is None
+            and site is not None
+            and site["type"] == "sample"
+            and not site["is_observed"]
+        ):
+            warn(
+                f"model argument '{name}' was not given, so site '{name}' is a latent variable sampled "
+                f"from its prior; pass {name}=... to condition on data"
+            )
+
+
+def compile(model: Callable, *args, static: Collection[str] = (), **kwargs) -> CompiledModel:  # noqa: A001
     """Compile ``model(*args, **kwargs)`` into a :class:`CompiledModel`.
 
     Runs the model once under NumPyro's ``seed``/``trace`` handlers, checks every site,
-    and fixes the flat layout of the latent continuous sites.
+    and fixes the flat layout of the latent continuous sites. Discrete latent sites with
+    enumerate support are summed out by enumeration (:mod:`ppl.model.enumeration`).
+
+    Data: arrays and floats are traced (new values of the same shape reuse compiled
+    programs); Python lists of numbers and pandas objects become arrays. Arrays that
+    the model inspects with NumPy or Python (``np.unique(x)``, ``if y.sum() > 0``) are
+    found by tracing the model abstractly once, and compiled in as constants with a
+    warning (new values recompile); ``static=("x",)`` names them up front.
+
+    Args:
+        model: the model function; ``*args``/``**kwargs`` are its arguments.
+        static: names of array arguments to compile in as constants.
 
     Raises:
         ModelError: duplicate site names; an observed value whose shape does not match
-            its distribution and plates; an observed value outside the support.
+            its distribution and plates; an observed value outside the support or NaN.
 
     Example:
         >>> import ppl
@@ -627,20 +774,39 @@ def compile(model: Callable, *args, **kwargs) -> CompiledModel:  # noqa: A001 (t
         >>> ppl.compile(model).dim   # a 3-simplex has 2 free coordinates
         2
     """
-    arrays, static = split_data(args, kwargs)
-    args, kwargs = merge_data(arrays, static)
+    if isinstance(static, str):
+        static = (static,)
+    names = argument_names(model, args, kwargs)
+    args = tuple(as_data(value, name) for name, value in zip(names, args, strict=False))
+    kwargs = {name: as_data(value, name) for name, value in kwargs.items()}
+    unknown = sorted(set(static) - set(names))
+    if unknown:
+        raise ValueError(f"static={tuple(static)!r}: the model was not called with argument(s) {unknown}")
+    arrays, static_data = split_data(args, kwargs, static, names)
+    args, kwargs = merge_data(arrays, static_data)
     trace = trace_model(model, args, kwargs)
+    constants, error = _constants(model, args, kwargs, names, tuple(static), arrays, static_data)
+    if error is not None:
+        _warn_about_constants(constants, error, tuple(static))
+        arrays, static_data = split_data(args, kwargs, constants, names)
+        args, kwargs = merge_data(arrays, static_data)
     for site in trace.values():
         if site["type"] == "sample" and site["is_observed"] and not is_factor(site):
             _check_observed(site)
             _check_support(model, args, kwargs, site)
+    _warn_about_missing_observations(model, args, kwargs, trace)
     sites = _site_info(trace)
+    enum_dim = None
+    if sites.discrete_sites and all(s["fn"].has_enumerate_support for s in sites.discrete_sites):
+        enumeration.require_funsor([s["name"] for s in sites.discrete_sites])
+        enum_dim = enumeration.first_available_dim(trace)
     structure = ModelStructure(
         model=model,
-        static_data=static,
+        static_data=static_data,
         layout=tuple((s["name"], _unconstrained_shape(s)) for s in sites.latent_sites),
         discrete_sites=tuple(
             (s["name"], type(s["fn"]).__name__, tuple(jnp.shape(s["value"]))) for s in sites.discrete_sites
         ),
+        enum_dim=enum_dim,
     )
     return CompiledModel(structure, arrays, sites)
