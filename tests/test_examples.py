@@ -56,3 +56,18 @@ def test_digits_inpainting_example(tmp_path):
     assert "trained 300 steps" in output and "MCGdiff" in output and "coverage" in output
     assert (tmp_path / "digits_inpainting.png").stat().st_size > 0
     assert list(tmp_path.glob("digits_score_*.npz"))  # the cache the next run loads
+
+
+def test_tour_example(tmp_path):
+    output = run_example("tour.py", tmp_path)
+    page = (tmp_path / "index.html").read_text()
+    for title in (
+        "NUTS on eight schools, with ArviZ",
+        "Variational inference: ELBO and IWAE",
+        "Diffusion-prior inpainting with TDS",
+        "Empirical Bayes: binomial shrinkage",
+    ):
+        assert title in output and title in page
+    assert page.count('src="data:image/png;base64,') == 4 and "<table" in page
+    assert "netCDF round trip identical: True" in output and "exact log p(y)" in output
+    assert (tmp_path / "eight_schools.nc").stat().st_size > 0
