@@ -5,6 +5,16 @@ model under NumPyro's handlers, except :mod:`ppl.vi`, which works by site."""
 
 from ppl.model.compile import CompiledModel, compile
 from ppl.model.dsl import deterministic, factor, param, plate, sample
-from ppl.model.predictive import predictive
+from ppl.model.predictive import log_likelihood, predictive
 
-__all__ = ["CompiledModel", "compile", "deterministic", "factor", "param", "plate", "predictive", "sample"]
+__all__ = [
+    "CompiledModel",
+    "compile",
+    "deterministic",
+    "factor",
+    "log_likelihood",
+    "param",
+    "plate",
+    "predictive",
+    "sample",
+]

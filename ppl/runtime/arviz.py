@@ -66,6 +66,7 @@ def to_dataset(
     coords: Mapping[str, np.ndarray],
     sample_dims: tuple[str, ...] = ("chain", "draw"),
     attrs: Mapping | None = None,
+    strict: bool = True,
 ) -> xr.Dataset:
     """One ArviZ group from arrays whose leading axes are ``sample_dims``.
 
@@ -73,7 +74,9 @@ def to_dataset(
     entry starts with ``sample_dims[0]`` gives all of its dims instead (a per-step
     statistic ``("chain", "step")`` in ``sample_stats``). Variables without ``dims``
     get ``{name}_dim_{i}``; every dimension gets a coordinate (``coords`` where given,
-    else ``arange``).
+    else ``arange``). A coordinate whose length differs from the variable's raises,
+    unless ``strict=False`` (groups on new data, e.g. a longer forecast), where
+    ``arange`` replaces it.
     """
     import xarray as xr
 
@@ -91,6 +94,8 @@ def to_dataset(
             raise ValueError(f"variable '{name}' has shape {value.shape} but dims {full_dims}")
         for dim, size in zip(full_dims, value.shape, strict=True):
             coord = np.asarray(coords[dim]) if dim in coords else np.arange(size)
+            if len(coord) != size and not strict:
+                coord = np.arange(size)
             if len(coord) != size:
                 raise ValueError(
                     f"coordinate '{dim}' has {len(coord)} values but variable '{name}' has size {size} there"

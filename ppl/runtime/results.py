@@ -83,6 +83,7 @@ class Draws:
         *,
         prior: Mapping | None = None,
         posterior_predictive: Mapping | None = None,
+        log_likelihood: Mapping | None = None,
         coords: Mapping | None = None,
         dims: Mapping | None = None,
     ):
@@ -93,6 +94,9 @@ class Draws:
                 observed sites go to ``prior_predictive``, the others to ``prior``.
             posterior_predictive: draws ``(chains, draws, ...)`` from
                 ``ppl.predictive(model, posterior, ...)``.
+            log_likelihood: replaces the ``log_likelihood`` group, e.g. the held-out
+                pointwise log-likelihood ``(chains, draws, *batch)`` from
+                ``ppl.log_likelihood(model, posterior, test data)``, for ``az.loo`` on test data.
             coords: extra or overriding coordinates, e.g. ``{"school": names}``.
             dims: extra or overriding dims per variable.
         """
@@ -103,7 +107,12 @@ class Draws:
         groups = {
             "posterior": to_dataset(self.samples, dims, coords, attrs=self.attrs),
             "sample_stats": to_dataset(self.sample_stats, stats_dims, coords),
-            "log_likelihood": to_dataset(self.log_likelihood, loglik_dims, coords),
+            "log_likelihood": to_dataset(
+                self.log_likelihood if log_likelihood is None else dict(log_likelihood),
+                loglik_dims,
+                coords,
+                strict=log_likelihood is None,
+            ),
             "observed_data": to_dataset(self.observed_data, dims, coords, sample_dims=()),
             "constant_data": to_dataset(self.constant_data, {}, coords, sample_dims=()),
         }
@@ -114,7 +123,7 @@ class Draws:
             groups["prior"] = to_dataset(latent, dims, coords)
             groups["prior_predictive"] = to_dataset(observed, dims, coords)
         if posterior_predictive is not None:
-            groups["posterior_predictive"] = to_dataset(posterior_predictive, dims, coords)
+            groups["posterior_predictive"] = to_dataset(posterior_predictive, dims, coords, strict=False)
         return from_groups(groups)
 
 
