@@ -259,6 +259,15 @@ def _start(
                 f"init: {unknown} are not latent continuous sites of the model (those are {sorted(shapes)})"
             )
         values = {name: _per_chain(name, value, shapes[name], chains) for name, value in init.items()}
+        for name, value in values.items():
+            support = compiled.trace[name]["fn"].support
+            inside = np.asarray(support(value))
+            if not inside.all():
+                chain = int(np.argwhere(~inside.reshape(chains, -1).all(axis=1))[0, 0])
+                raise ValueError(
+                    f"init['{name}'] for chain {chain} is outside the site's support {support}: "
+                    f"{np.asarray(value)[chain].tolist()}"
+                )
         values = {
             name: np.concatenate([v, np.repeat(v[-1:], padded - chains, 0)]) for name, v in values.items()
         }

@@ -244,7 +244,7 @@ def tempered(
     if int(max_steps) < 1:
         raise ValueError(f"max_steps must be >= 1, got {max_steps}")
     compiled = compile(model, *args, **kwargs)
-    compiled.require_continuous("tempered SMC")
+    compiled.require_continuous("tempered SMC", enumeration=False)
     if not compiled.observed_sites:
         raise ValueError("tempered SMC needs at least one observed site (the likelihood to temper)")
     settings = Settings(
