@@ -46,7 +46,8 @@ def test_groups_and_variables(idata):
     assert set(idata.constant_data.data_vars) == {"sigma"}
     assert set(idata.prior.data_vars) == {"mu", "tau", "eta", "theta"}
     assert set(idata.prior_predictive.data_vars) == {"y"}
-    assert set(idata.posterior_predictive.data_vars) == {"y"}
+    # as NumPyro's Predictive: observed sites drawn, deterministic sites recomputed
+    assert set(idata.posterior_predictive.data_vars) == {"y", "theta"}
 
 
 def test_dims_and_coords_from_plates(idata):

@@ -55,10 +55,11 @@ def test_event_shape_mismatch():
 
 def test_latent_discrete_site_given_to_nuts():
     def model():
-        z = ppl.sample("z", dist.Bernoulli(0.3))
-        ppl.sample("x", dist.Normal(z, 1.0), obs=0.5)
+        mu = ppl.sample("mu", dist.Normal(0.0, 1.0))
+        z = ppl.sample("z", dist.Poisson(3.0))  # no enumerate support: cannot be summed out
+        ppl.sample("x", dist.Normal(mu + z, 1.0), obs=0.5)
 
-    with pytest.raises(ppl.ModelError, match="latent site 'z' is discrete"):
+    with pytest.raises(ppl.ModelError, match="latent site 'z' is discrete.*no enumerate support"):
         ppl.nuts(model, key=KEY, chains=1, warmup=10, draws=10)
 
 
