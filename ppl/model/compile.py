@@ -20,6 +20,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+from numpyro import distributions as dist
 from numpyro import handlers
 from numpyro.distributions import MaskedDistribution
 from numpyro.distributions.transforms import biject_to
@@ -85,7 +86,14 @@ def make_logdensity(
     ``args``/``kwargs`` may be tracers: drivers call this inside ``jit`` with the data
     as arguments so that new data of the same shape reuses the compiled program. With
     ``enum_dim`` (see :mod:`ppl.model.enumeration`) discrete latent sites are summed out.
+
+    One deliberate difference from NumPyro: NumPyro's ``obs_mask`` makes a latent site
+    ``{name}_unobserved`` of the full shape whose observed entries have no density (they
+    never enter the model, and wander without bound under NUTS, which then runs every
+    tree to its maximum depth). Here those entries get a standard normal density, which
+    leaves the posterior of everything else unchanged and lets NUTS take short trees.
     """
+    model = _PinUnused(model)
     if enum_dim is not None:
         enumerated = enumeration.enumerated(model, enum_dim)
 
@@ -98,6 +106,35 @@ def make_logdensity(
         return -potential_energy(model, args, kwargs, unflatten(u, layout))
 
     return logdensity
+
+
+class _PinnedMasked(MaskedDistribution):
+    """A masked distribution whose masked-out entries have a standard normal density."""
+
+    def log_prob(self, value):
+        scored = super().log_prob(value)
+        reference = dist.Normal(0.0, 1.0).log_prob(value)
+        if self.event_dim:
+            reference = jnp.sum(reference, axis=tuple(range(-self.event_dim, 0)))
+        return jnp.where(self._mask, scored, reference)
+
+
+class _PinUnused(handlers.Messenger):
+    """Give the unused entries of ``obs_mask``'s ``{name}_unobserved`` sites (real support)
+    a standard normal density (see :func:`make_logdensity`)."""
+
+    def process_message(self, msg):
+        fn = msg.get("fn")
+        if (
+            msg["type"] == "sample"
+            and not msg["is_observed"]
+            and msg["name"].endswith("_unobserved")
+            and isinstance(fn, MaskedDistribution)
+            and not isinstance(fn, _PinnedMasked)
+            and not isinstance(fn._mask, bool)
+            and fn.base_dist.support is dist.constraints.real
+        ):
+            msg["fn"] = _PinnedMasked(fn.base_dist, fn._mask)
 
 
 def _observed_trace(model: Callable, layout: Layout, args: tuple, kwargs: dict, u: jax.Array, enum_dim=None):
