@@ -40,4 +40,6 @@ def test_rhat_and_bulk_ess_equal_arviz(chains, num, phi):
 def test_a_stuck_chain_is_flagged():
     draws = ar1_draws(np.random.default_rng(seed(0)), 4, 500, 2, 0.3)
     rhat = diagnostics.rank_normalized_rhat(draws)
-    assert rhat[0] > 1.1 and rhat[1] < 1.01
+    # over 2,000 seeds: the stuck coordinate's R-hat is >= 1.43; the mixed one's is
+    # 1.002 +- 0.002, above 1.01 for 0.4% of seeds (so not "< 1.01"), never above 1.014
+    assert rhat[0] > 1.1 and rhat[1] < 1.03

@@ -80,7 +80,12 @@ def test_eight_schools_matches_posteriordb_reference(schools):
         mcse = float(az.mcse(draws))
         reference_se = sd / np.sqrt(10_000)
         assert abs(draws.mean() - mean) < 5 * np.hypot(mcse, reference_se), (name, draws.mean())
-        assert abs(draws.std() - sd) < 0.1 * sd  # sd within 10% (MC error of sd for a heavy tail)
+        # the sd: MC error of the variance (sd of (x - m)^2 / sqrt(its ESS)) over 2 sd, ours
+        # and the reference's (its 10,000 draws taken as independent, with our kurtosis)
+        squared = (draws - draws.mean()) ** 2
+        mcse_sd = squared.std() / np.sqrt(float(az.ess(squared))) / (2 * draws.std())
+        reference_se_sd = squared.std() / np.sqrt(10_000) / (2 * draws.std())
+        assert abs(draws.std() - sd) < 5 * np.hypot(mcse_sd, reference_se_sd), (name, draws.std())
 
 
 def test_sample_stats_are_complete(schools):
@@ -148,14 +153,16 @@ def funnel():
 
 
 def test_divergences_and_poor_mixing_warn_with_counts():
-    """Neal's funnel with a short warmup and a low target: this key gives 24 divergences."""
+    """Neal's funnel with a short warmup and a low target: over 60 keys every run diverged
+    (14 or more of 200 transitions) and warned about R-hat and ESS. At target 0.6 with 2
+    chains, 5 of 30 keys gave no divergence at all."""
     with pytest.warns(UserWarning) as record:
-        posterior = ppl.nuts(funnel, key=key(2), chains=2, warmup=100, draws=100, target_accept=0.6)
+        posterior = ppl.nuts(funnel, key=key(2), chains=4, warmup=100, draws=50, target_accept=0.4)
     counts = posterior.sample_stats["diverging"].sum(axis=1).tolist()
     messages = [str(w.message) for w in record]
     assert sum(counts) > 0
     assert f"{sum(counts)} of 200 post-warmup transitions diverged (per chain: {counts})" in messages[0]
-    assert any("R-hat > 1.01" in m for m in messages) and any("bulk ESS < 200" in m for m in messages)
+    assert any("R-hat > 1.01" in m for m in messages) and any("bulk ESS < 400" in m for m in messages)
 
 
 def test_dense_mass_matrix():
@@ -167,4 +174,7 @@ def test_dense_mass_matrix():
     x = posterior.samples["x"]
     assert_moments(x[..., 0], 0.0, 1.0)
     corr = np.corrcoef(x.reshape(-1, 2).T)[0, 1]
-    assert abs(corr - 0.95) < 0.02
+    # 5 standard errors of a sample correlation, (1 - rho^2) / sqrt(ESS), at the smallest
+    # ESS of x0, x1 and x0 * x1
+    ess = min(float(az.ess(x[..., 0])), float(az.ess(x[..., 1])), float(az.ess(x[..., 0] * x[..., 1])))
+    assert abs(corr - 0.95) < 5 * (1 - 0.95**2) / np.sqrt(ess), (corr, ess)
