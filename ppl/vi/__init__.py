@@ -7,7 +7,11 @@ its gradient estimator.
   :func:`enum`, :func:`mvd` (:mod:`ppl.vi.estimators`);
 - objectives written in the language: :mod:`ppl.vi.objectives`;
 - fitting with Optax: :func:`fitter` (a pure ``init`` / ``update`` pair) and the thin
-  driver :func:`fit`.
+  driver :func:`fit`;
+- param sites and NumPyro's autoguides (``AutoNormal(model)`` is a guide like any other):
+  :func:`initial_params`, :func:`constrained_params` (:mod:`ppl.vi.params`);
+- point and Gaussian approximations: :func:`map_estimate`, :func:`laplace`
+  (:mod:`ppl.vi.laplace`).
 """
 
 from ppl.vi import objectives
@@ -25,6 +29,8 @@ from ppl.vi.language import (
     sample_guide,
     sim,
 )
+from ppl.vi.laplace import LaplaceResult, MAPResult, laplace, map_estimate
+from ppl.vi.params import constrained_params, initial_params
 
 __all__ = [
     "Estimator",
@@ -34,14 +40,20 @@ __all__ = [
     "FitSettings",
     "FitState",
     "Fitter",
+    "LaplaceResult",
+    "MAPResult",
     "VIResult",
+    "constrained_params",
     "density",
     "enum",
     "expectation",
     "fit",
     "fitter",
     "implicit",
+    "initial_params",
+    "laplace",
     "leave_one_out",
+    "map_estimate",
     "marginal",
     "mean_over_data",
     "mvd",

@@ -86,6 +86,15 @@ class Estimator:
         # Score-function draws carry no gradient: the score term carries it instead.
         return jax.lax.stop_gradient(fn.sample(rng_key, sample_shape))
 
+    def draw_with_intermediates(self, rng_key: jax.Array, fn: dist.Distribution, sample_shape: tuple):
+        """:meth:`draw` and the draw's intermediates (NumPyro's ``sample_with_intermediates``:
+        a transformed distribution's values before each transform, ``[]`` otherwise), with
+        which its log-density needs no inverse transform (some flows have none)."""
+        value, intermediates = fn.sample_with_intermediates(rng_key, sample_shape)
+        if self.kind in ("reparam", "implicit"):
+            return value, intermediates
+        return jax.lax.stop_gradient((value, intermediates))
+
 
 def reparam() -> Estimator:
     """Pathwise gradient through ``z = g(eps, params)``. Unbiased when the rest of the

@@ -33,6 +33,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from numpyro import handlers
 
 from ppl.model.compile import compile
 from ppl.runtime.cache import ByValue, by_value
@@ -41,10 +42,14 @@ from ppl.runtime.keys import replica_keys, validate_key
 from ppl.runtime.loop import NUM_UPDATES, scan_in_chunks, strongly_typed
 from ppl.runtime.results import Draws
 from ppl.vi.language import Expectation, sample_guide
+from ppl.vi.params import initial_params, param_site_values
+from ppl.vi.sites import ParamsNeeded
 
 __all__ = ["FitInfo", "FitSettings", "FitState", "Fitter", "VIResult", "fit", "fitter", "init", "update"]
 
 NONFINITE_MODES = ("skip", "stop", "raise")
+# fold_in index of the key for initial_params; step t uses fold_in(key, t), t < 2**31.
+INIT_STREAM = 2**32 - 1
 
 
 class FitSettings(NamedTuple):
@@ -177,7 +182,8 @@ def fitter(objective: Expectation, optimizer: optax.GradientTransformation, **se
     """Bind ``objective``, ``optimizer`` and :class:`FitSettings` into an ``(init, update)`` pair.
 
     ``update(rng_key, state, *args) -> (state, info)`` is pure: ``jax.jit`` it, ``scan``
-    it, ``vmap`` it over problems.
+    it, ``vmap`` it over problems. With ``param`` sites (an autoguide), start from
+    ``init(ppl.vi.initial_params(objective, params, *args, key=key))``.
     """
     config = FitSettings(**settings)
     return Fitter(
@@ -242,7 +248,11 @@ class VIResult:
         stats = {"objective": np.asarray(self.objective)[None]}
         extra: dict = {}
         if model is not None:
-            compiled = compile(model, self.params, *args)
+            # The model's own param sites (if any) at their fitted values, not their initial ones.
+            fitted = param_site_values(model, self.params, *args)
+            compiled = compile(
+                handlers.substitute(model, data=fitted) if fitted else model, self.params, *args
+            )
             latent = {name: values[name] for name, _ in compiled.layout}
             flat = jax.vmap(compiled.unconstrain)(latent)
             loglik = to_host(jax.jit(jax.vmap(compiled.pointwise_log_likelihood))(flat))
@@ -296,7 +306,11 @@ def fit(
 
     Args:
         objective: an :class:`~ppl.vi.Expectation` over ``(params, *args)``.
-        init_params: pytree of initial parameters.
+        init_params: pytree of initial parameters. ``param`` sites of the model and
+            guide (an autoguide's ``mu_auto_loc``, ...) take their values from it by
+            name, unconstrained; those it lacks (``{}`` for an autoguide alone) start at
+            their initial values (:func:`ppl.vi.initial_params`, one eager run when the
+            first trace finds one missing).
         *args: data passed to the objective after the parameters.
         optimizer: any Optax transformation (it minimises ``-objective``).
         steps: number of optimisation steps.
@@ -345,38 +359,50 @@ def fit(
     if not _all_finite(init_params):
         raise ValueError("fit: init_params contain NaN or inf")
 
-    state = init(init_params, optimizer)
     settings = FitSettings(int(num_samples), batch_size, batch_argnums, on_nonfinite)
-    advance = functools.partial(
-        _advance,
-        key=key,
-        args=tuple(args),
-        objective=objective,
-        optimizer=by_value(optimizer, state.params),
-        settings=settings,
-        plan=plan,
-    )
-    snapshots, snapshot_steps = [], []
 
-    def record(state, outputs, stop):
-        snapshots.append(to_host(state.params))
-        snapshot_steps.append(stop)
-        if on_nonfinite == "raise" and not outputs.finite.all():
-            first = stop - len(outputs.finite) + int(np.argmin(outputs.finite))
-            raise FloatingPointError(
-                f"fit: the objective estimate or its gradient is not finite at step {first}; "
-                "parameters before that step are the last finite ones"
-            )
+    def run(init_params):
+        state = init(init_params, optimizer)
+        advance = functools.partial(
+            _advance,
+            key=key,
+            args=tuple(args),
+            objective=objective,
+            optimizer=by_value(optimizer, state.params),
+            settings=settings,
+            plan=plan,
+        )
+        snapshots, snapshot_steps = [], []
 
-    state, info = scan_in_chunks(
-        advance,
-        state,
-        np.arange(steps, dtype=np.int32),
-        progress_bar=progress_bar,
-        description="fit",
-        num_chunks=NUM_UPDATES,
-        on_chunk=record,
-    )
+        def record(state, outputs, stop):
+            snapshots.append(to_host(state.params))
+            snapshot_steps.append(stop)
+            if on_nonfinite == "raise" and not outputs.finite.all():
+                first = stop - len(outputs.finite) + int(np.argmin(outputs.finite))
+                raise FloatingPointError(
+                    f"fit: the objective estimate or its gradient is not finite at step {first}; "
+                    "parameters before that step are the last finite ones"
+                )
+
+        state, info = scan_in_chunks(
+            advance,
+            state,
+            np.arange(steps, dtype=np.int32),
+            progress_bar=progress_bar,
+            description="fit",
+            num_chunks=NUM_UPDATES,
+            on_chunk=record,
+        )
+        return state, info, snapshots, snapshot_steps
+
+    try:
+        state, info, snapshots, snapshot_steps = run(init_params)
+    except ParamsNeeded:
+        # A param site missing from init_params, or an autoguide not set up yet (its first
+        # trace raises before any step): one eager run adds their initial values, as
+        # NumPyro's SVI.init does, and the loop starts again.
+        init_params = initial_params(objective, init_params, *args, key=jax.random.fold_in(key, INIT_STREAM))
+        state, info, snapshots, snapshot_steps = run(init_params)
     final = to_host(state)
     num_bad, first_bad = int(final.num_nonfinite), int(final.first_nonfinite_step)
     if num_bad:

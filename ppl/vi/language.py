@@ -36,10 +36,11 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from ppl.model.data import merge_data, split_data
 from ppl.runtime.cache import function_key
 from ppl.vi import estimators as est
 from ppl.vi.families import Family, as_family, draw_particles, marginal, normalize
-from ppl.vi.sites import Branch, SiteRecord, callable_name, log_joint, run_guide
+from ppl.vi.sites import Branch, SiteRecord, callable_name, is_autoguide, log_joint, run_guide
 
 __all__ = [
     "Expectation",
@@ -65,6 +66,7 @@ class _Context:
     records: dict[str, SiteRecord] = field(default_factory=dict)
     calls: int = 0
     loo_baselines: jax.Array | None = None
+    autoguides: list = field(default_factory=list)  # checked against the models they are scored by
 
     def next_call(self) -> tuple[jax.Array, str]:
         index = self.calls
@@ -100,6 +102,8 @@ def sim(
     """
     context = _current("sim")
     rng_key, prefix = context.next_call()
+    if is_autoguide(guide) and guide not in context.autoguides:
+        context.autoguides.append(guide)
     family = as_family(guide)
     if particles is None:
         values, log_q, records = family.simulate(rng_key, prefix, context.forced, "raise", args, kwargs)
@@ -124,7 +128,8 @@ def density(target, values: Mapping[str, Any], *args, **kwargs) -> jax.Array:
         log_q, records = target.estimate_log_density(rng_key, prefix, values, args, kwargs)
         context.records.update(records)
         return log_q
-    return log_joint(target, values, args, kwargs)
+    autoguides = _STACK[-1].autoguides if _STACK else ()
+    return log_joint(target, values, args, kwargs, autoguides)
 
 
 def leave_one_out(values: jax.Array, reduce: Callable = jnp.mean) -> jax.Array:
@@ -317,10 +322,29 @@ def mean_over_data(objective: Expectation, in_axes=(None, 0)) -> Expectation:
 
 def sample_guide(guide, rng_key: jax.Array, num_samples: int, *args, **kwargs) -> dict[str, jax.Array]:
     """``num_samples`` independent draws of every site of ``guide`` (no gradients),
-    each with a leading axis ``(num_samples, ...)``; ``enum``/``mvd`` sites are drawn."""
+    each with a leading axis ``(num_samples, ...)``; ``enum``/``mvd`` sites are drawn.
 
+    One compiled program per guide, ``num_samples`` and non-array arguments: arrays and
+    floats are its arguments (``ppl.model.data.split_data``), so new parameters or data
+    of the same shape do not recompile. An auxiliary site (an autoguide's joint latent)
+    is not returned."""
+    try:
+        hash(guide)
+    except TypeError:  # not a static argument: draw op by op
+        return _draw_guide(guide, int(num_samples), rng_key, args, kwargs)
+    arrays, static = split_data(args, kwargs)
+    return _draw_guide_compiled(guide, int(num_samples), static, rng_key, arrays)
+
+
+def _draw_guide(guide, num_samples, rng_key, args, kwargs):
     def one(key):
         run = run_guide(guide, args, kwargs, key, "", {}, branching="draw")
         return run.values
 
     return jax.lax.stop_gradient(jax.vmap(one)(jax.random.split(rng_key, num_samples)))
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1, 2))
+def _draw_guide_compiled(guide, num_samples, static, rng_key, arrays):
+    args, kwargs = merge_data(arrays, static)
+    return _draw_guide(guide, num_samples, rng_key, args, kwargs)

@@ -4,6 +4,15 @@
 estimator (or raises :class:`Branch` at an ``enum``/``mvd`` site that needs the
 continuation) and records what the surrogate needs; :func:`log_joint` scores a model
 on values with the checks that catch missing, extra and mis-shaped values.
+
+Param sites (``ppl.param`` / ``numpyro.param``, and so NumPyro's autoguides) take their
+value from the parameter dict, the first argument of every guide and model run here
+(:class:`SubstituteParams`): ``params[name]`` is unconstrained and mapped through the site's
+constraint, as NumPyro's SVI stores them, so an optimiser may move it freely. An
+autoguide sets itself up on its first run (NumPyro's lazy prototype trace of the
+model), which needs concrete data and a key from an enclosing ``seed`` handler:
+:func:`ppl.vi.initial_params` provides both and adds the initial values of every param
+site to the parameters; ``ppl.vi.fit`` calls it when a run raises :class:`ParamsNeeded`.
 """
 
 from __future__ import annotations
@@ -15,11 +24,105 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpyro
 from numpyro import handlers
+from numpyro.distributions import constraints as dist_constraints
+from numpyro.distributions.transforms import biject_to
+from numpyro.infer.autoguide import AutoGuide
 from numpyro.primitives import Messenger
 
 from ppl.errors import ModelError
 from ppl.vi import estimators as est
+
+# The key a param message carries while its name is missing from the parameters: a
+# collector further out (ppl.vi.initial_params) clears it, otherwise SubstituteParams raises.
+UNSET_PARAM = "ppl_unset_param"
+
+
+class ParamsNeeded(ModelError):
+    """A param site has no value in the parameters, or an autoguide is not set up yet;
+    :func:`ppl.vi.initial_params` supplies both (``ppl.vi.fit`` calls it by itself)."""
+
+
+def constrain_param(value, constraint):
+    """The value of a param site stored unconstrained as ``value``."""
+    if constraint is dist_constraints.real:
+        return value  # also a pytree (numpyro.module's network parameters)
+    return biject_to(constraint)(value)
+
+
+def unconstrain_param(value, constraint):
+    """Inverse of :func:`constrain_param`."""
+    if constraint is dist_constraints.real:
+        return value
+    return biject_to(constraint).inv(value)
+
+
+class SubstituteParams(Messenger):
+    """Give every param site its value from ``params`` (a dict, unconstrained values)."""
+
+    def __init__(self, params, owner):
+        super().__init__(fn=None)
+        self.params, self.owner = params, owner
+
+    def process_message(self, msg):
+        if msg["type"] != "param":
+            return
+        if isinstance(self.params, Mapping) and msg["name"] in self.params:
+            constraint = msg["kwargs"].get("constraint", dist_constraints.real)
+            msg["value"] = constrain_param(self.params[msg["name"]], constraint)
+        else:
+            msg[UNSET_PARAM] = True
+
+    def postprocess_message(self, msg):
+        if msg["type"] == "param" and msg.get(UNSET_PARAM):
+            where = (
+                "a dict of parameters" if isinstance(self.params, Mapping) else "parameters given as a dict"
+            )
+            raise ParamsNeeded(
+                f"param site '{msg['name']}' of {callable_name(self.owner)} has no value: it needs {where} "
+                "(the first argument) with an entry of that name. Start from "
+                "params = ppl.vi.initial_params(objective, params, *data, key=key), which adds the "
+                "initial value of every param site; ppl.vi.fit does this by itself"
+            )
+
+
+def _first(args):
+    return args[0] if args else None
+
+
+def is_autoguide(fn) -> bool:
+    """Whether ``fn`` is one of NumPyro's autoguides (``AutoNormal``, ``AutoDelta``, ...)."""
+    return isinstance(fn, AutoGuide)
+
+
+def set_up_autoguide(guide, args, kwargs) -> None:
+    """Run NumPyro's lazy set-up of an autoguide (its prototype trace of the model) once.
+
+    The set-up draws initial values, so it takes a key from an enclosing ``seed``
+    handler, and keeps arrays computed from the data on the guide, so the data must be
+    concrete (not traced by ``jit``/``vmap``). Call inside a NumPyro handler.
+    """
+    if not is_autoguide(guide) or guide.prototype_trace is not None:
+        return
+    name = type(guide).__name__
+    if any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves((args, kwargs))):
+        raise ParamsNeeded(
+            f"{name} sets itself up on its first run (a prototype trace of its model), which must "
+            "see concrete data, not values traced by jit or vmap: call "
+            "params = ppl.vi.initial_params(objective, params, *data, key=key) first "
+            "(ppl.vi.fit does this by itself)"
+        )
+    rng_key = numpyro.prng_key()
+    if rng_key is None:
+        raise ParamsNeeded(
+            f"{name} sets itself up on its first run and draws its initial values, which needs a key: "
+            "call params = ppl.vi.initial_params(objective, params, *data, key=key) first "
+            "(ppl.vi.fit does this by itself)"
+        )
+    # NumPyro's set-up happens on the first call; its sites stay inside the block.
+    with handlers.block(), handlers.seed(rng_seed=rng_key):
+        guide(*args, **kwargs)
 
 
 @functools.partial(jax.tree_util.register_dataclass, data_fields=["log_q", "baseline"], meta_fields=["kind"])
@@ -52,7 +155,12 @@ def _check_shape(site: str, fn, value, sample_shape=()) -> None:
 
 
 def _site_log_prob(msg) -> jax.Array:
-    log_prob = msg["fn"].log_prob(msg["value"])
+    # As NumPyro scores a site: with the draw's intermediates when it has them.
+    intermediates = msg.get("intermediates")
+    if intermediates:
+        log_prob = msg["fn"].log_prob(msg["value"], intermediates)
+    else:
+        log_prob = msg["fn"].log_prob(msg["value"])
     if msg.get("scale") is not None:
         log_prob = msg["scale"] * log_prob
     return jnp.sum(log_prob)
@@ -73,6 +181,7 @@ class _GuideRun(Messenger):
         self.rng_key, self.prefix, self.forced = rng_key, prefix, forced
         self.constraints, self.branching = constraints or {}, branching
         self.values: dict[str, jax.Array] = {}
+        self.auxiliary: dict[str, jax.Array] = {}
         self.records: dict[str, SiteRecord] = {}
         self.log_probs: dict[str, jax.Array] = {}
         self.weight = jnp.zeros(())
@@ -82,10 +191,10 @@ class _GuideRun(Messenger):
         if msg["type"] != "sample" or msg["is_observed"]:
             return
         name, fn = msg["name"], msg["fn"]
-        if name in self.values:
+        if name in self.values or name in self.auxiliary:
             raise ModelError(f"guide site '{name}' is sampled twice; site names must be unique")
         sample_shape = tuple(msg["kwargs"].get("sample_shape", ()))
-        site_key = jax.random.fold_in(self.rng_key, len(self.values))
+        site_key = jax.random.fold_in(self.rng_key, len(self.values) + len(self.auxiliary))
         full_name = self.prefix + name
         if name in self.constraints:
             value = jnp.asarray(self.constraints[name])
@@ -109,8 +218,13 @@ class _GuideRun(Messenger):
             elif estimator.branches:
                 value = jax.lax.stop_gradient(fn.sample(site_key, sample_shape))
             else:
-                value = estimator.draw(site_key, fn, sample_shape)
-        self.values[name] = value
+                value, msg["intermediates"] = estimator.draw_with_intermediates(site_key, fn, sample_shape)
+        # An auxiliary site (the joint latent of NumPyro's AutoContinuous guides) is
+        # drawn and scored, but the model has no such site: it is not returned.
+        if msg["infer"].get("is_auxiliary", False):
+            self.auxiliary[name] = value
+        else:
+            self.values[name] = value
         msg["value"] = value
 
     def postprocess_message(self, msg):
@@ -132,7 +246,8 @@ class _GuideRun(Messenger):
 
 def run_guide(guide, args, kwargs, rng_key, prefix, forced, constraints=None, branching="raise"):
     run = _GuideRun(rng_key, prefix, forced, constraints, branching)
-    with run:
+    with run, SubstituteParams(_first(args), guide):
+        set_up_autoguide(guide, args, kwargs)
         guide(*args, **kwargs)
     if constraints:
         unused = set(constraints) - set(run.values)
@@ -146,9 +261,13 @@ def callable_name(fn) -> str:
 
 
 class _RequireValues(Messenger):
-    def __init__(self, model, values):
+    """Check each sample site of a model as it runs: observed sites get no value, latent
+    sites get one, with the support the autoguides that drew it were built for."""
+
+    def __init__(self, model, values, autoguides=()):
         super().__init__(fn=None)
-        self.model, self.values = model, values
+        self.model, self.values, self.autoguides = model, values, autoguides
+        self.note = _autoguide_note(model, autoguides)
 
     def process_message(self, msg):
         if msg["type"] != "sample":
@@ -158,21 +277,79 @@ class _RequireValues(Messenger):
             raise ModelError(
                 f"density: site '{name}' of {callable_name(self.model)} is observed but also given a value"
             )
-        if msg["value"] is None and not msg["is_observed"]:
+        if msg["is_observed"]:
+            return
+        if msg["value"] is None:
+            auxiliary = msg["infer"].get("is_auxiliary", False)
             raise ModelError(
                 f"density: latent site '{name}' of {callable_name(self.model)} has no value "
                 f"(values given: {sorted(self.values)})"
+                + (
+                    "; it is the auxiliary joint latent of an autoguide, whose density at given "
+                    "values is not available: use an objective that only draws from it (elbo, "
+                    "iwae with gradient='standard', renyi, vimco) or AutoNormal"
+                    if auxiliary
+                    else self.note
+                )
+            )
+        # Before the value reaches any later site (a value outside the support would
+        # make their parameters invalid first).
+        _check_prototypes(self.model, name, msg["fn"].support, self.autoguides)
+
+
+def _autoguide_note(model, autoguides) -> str:
+    others = [guide for guide in autoguides if guide.model is not model]
+    if not others:
+        return ""
+    built = ", ".join(f"{type(guide).__name__} built for {callable_name(guide.model)}" for guide in others)
+    return f"; the values come from {built}: an autoguide must be built for the model it is used with"
+
+
+def _same_support(first, second) -> bool:
+    try:
+        return bool(first == second)
+    except jax.errors.ConcretizationTypeError:  # bounds traced by jit: cannot tell here
+        return True
+
+
+def _check_prototypes(model: Callable, name: str, support, autoguides) -> None:
+    """Raise a :class:`ModelError` naming the site if an autoguide was built for a model
+    (its prototype trace) where latent site ``name`` has another support."""
+    for guide in autoguides:
+        if guide.model is model or guide.prototype_trace is None:
+            continue
+        site = guide.prototype_trace.get(name)
+        if site is None or site["type"] != "sample" or site["is_observed"]:
+            continue
+        if not _same_support(site["fn"].support, support):
+            raise ModelError(
+                f"site '{name}': {type(guide).__name__} was built for {callable_name(guide.model)}, "
+                f"where the site has support {site['fn'].support}, but {callable_name(model)} gives it "
+                f"support {support}; build the autoguide from the model it is used with"
             )
 
 
-def log_joint(model: Callable, values: Mapping[str, Any], args=(), kwargs=None) -> jax.Array:
-    """``log p(values, observations)`` of a plain model: every latent site needs a value."""
+def log_joint(model: Callable, values: Mapping[str, Any], args=(), kwargs=None, autoguides=()) -> jax.Array:
+    """``log p(values, observations)`` of a plain model: every latent site needs a value.
+
+    ``autoguides`` (those that drew ``values``) are checked against the model's sites.
+    """
     kwargs = kwargs or {}
-    with handlers.trace() as trace, _RequireValues(model, values), handlers.substitute(data=dict(values)):
+    # A guide scored as a density is checked only against itself (its sites, its supports).
+    checks = _RequireValues(model, values, () if is_autoguide(model) else tuple(autoguides))
+    with (
+        handlers.trace() as trace,
+        checks,
+        SubstituteParams(_first(args), model),
+        handlers.substitute(data=dict(values)),
+    ):
+        set_up_autoguide(model, args, kwargs)
         model(*args, **kwargs)
     unused = set(values) - {name for name, site in trace.items() if site["type"] == "sample"}
     if unused:
-        raise ModelError(f"density: values {sorted(unused)} are not sample sites of {callable_name(model)}")
+        raise ModelError(
+            f"density: values {sorted(unused)} are not sample sites of {callable_name(model)}{checks.note}"
+        )
     total = jnp.zeros(())
     for name, site in trace.items():
         if site["type"] == "sample":
