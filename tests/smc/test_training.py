@@ -3,7 +3,9 @@
 The fitted noise prediction is compared with the exact ``eps*(x, t) = -sigma grad log p_t(x)``
 on draws from ``p_t``; the relative squared error is a property of the optimisation, not of
 Monte Carlo noise (measured 0.024-0.07 at t = 0.1, <= 0.002 for t >= 0.3 after 1500-3000
-steps). Small t is excluded: eps-matching is ill-conditioned as sigma -> 0 (0.3 at t = 0.02).
+steps; over 10 keys of data, training and evaluation at 2000 steps: 0.038-0.062 at t = 0.1,
+sd 0.007, and <= 0.004 for t >= 0.3, against bounds 0.1 and 0.01). Small t is excluded:
+eps-matching is ill-conditioned as sigma -> 0 (0.3 at t = 0.02).
 """
 
 import jax
@@ -38,14 +40,29 @@ def test_dsm_recovers_the_exact_noised_score(fit, t):
 
 
 def test_fitted_prior_samples_the_data_law(fit):
-    """DPS with guidance 0 is the plain reverse diffusion: its draws match the data law."""
+    """DPS with guidance 0 is the plain reverse diffusion: its draws match the data law.
+
+    The yardstick is the expected SW between two sets of 2000 exact draws (mean of 8
+    pairs; one pair varies 0.024-0.077 over keys, and "3x one pair" failed at some keys).
+    The fitted network is an approximation, so its draws sit above that floor: over 12 keys
+    (data, training, sampling) at 1.9 +- 0.5 times it (max 2.6); 5 is 6 sd above the mean.
+    Draws from N(0, I), what an untrained network samples, are 7.3-10x; the check guards
+    against gross failure, the score's accuracy is test_dsm_recovers_the_exact_noised_score's."""
     observation = D.measurement(jnp.ones((1, 2)), jnp.zeros(1), 1.0)
     draws = D.dps(
         fit.prior, observation, key=key(3), num_particles=2000, num_steps=100, guidance_scale=0.0
     ).particles
     exact = MIXTURE.sample(key(4), 2000)
-    floor = float(D.sliced_wasserstein(key(5), exact, MIXTURE.sample(key(6), 2000)))
-    assert float(D.sliced_wasserstein(key(5), draws, exact)) <= 3 * floor
+    keys = jax.random.split(key(7), 17)
+    floor = np.mean(
+        [
+            D.sliced_wasserstein(
+                keys[-1], MIXTURE.sample(keys[2 * i], 2000), MIXTURE.sample(keys[2 * i + 1], 2000)
+            )
+            for i in range(8)
+        ]
+    )
+    assert float(D.sliced_wasserstein(key(5), draws, exact)) <= 5 * float(floor)
 
 
 def test_loss_decreases_and_any_optax_optimizer_and_network_work(fit):
