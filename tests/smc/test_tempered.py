@@ -5,7 +5,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from scipy.stats import multivariate_normal
+from scipy.stats import multivariate_normal, norm
 from scipy.stats import t as student_t
 
 import ppl
@@ -26,19 +26,22 @@ def regression(X, y=None):
 
 @pytest.fixture(scope="module")
 def runs():
-    return [ppl.smc.tempered(regression, X, y=Y, key=key(seed), num_particles=1000) for seed in range(6)]
+    # 12 independent runs (0.3 s each once compiled): the evidence check takes its standard
+    # error from their spread
+    return [ppl.smc.tempered(regression, X, y=Y, key=key(seed), num_particles=1000) for seed in range(12)]
 
 
-def test_log_evidence_within_three_monte_carlo_standard_errors(runs):
+def test_log_evidence_within_monte_carlo_error(runs):
     exact = multivariate_normal(np.zeros(20), TAU**2 * X @ X.T + SIGMA**2 * np.eye(20)).logpdf(Y)
     estimates = np.array([float(r.log_evidence) for r in runs])
-    # MC standard error of the mean of 6 independent runs, from their spread; with the
-    # standard error itself estimated, the bound is Student's t at 99.9% (5 dof: 5.9 se),
-    # so that it holds for any draws, not just these (measured: 12 runs, bias -0.004 +- 0.013).
+    # MC standard error of the mean of 12 independent runs, from their spread; with the
+    # standard error itself estimated, the bound is Student's t (11 dof) at the false-alarm
+    # probability of 4 normal standard errors (6.3e-5, two-sided): 6.2 se. Over 24 runs:
+    # per-run sd 0.06, bias -0.001 (the log of an unbiased estimate is biased by -var/2).
     se = estimates.std(ddof=1) / np.sqrt(len(estimates))
-    bound = student_t.ppf(0.9995, len(estimates) - 1) * se
+    bound = student_t.ppf(norm.cdf(4.0), len(estimates) - 1) * se
     assert abs(estimates.mean() - exact) <= bound, (estimates, exact, bound)
-    assert se < 0.1  # the estimator is precise, so the check has power
+    assert se < 0.05  # the estimator is precise, so the check has power (se ~0.018)
 
 
 def test_posterior_moments_within_monte_carlo_error(runs):
@@ -51,9 +54,12 @@ def test_posterior_moments_within_monte_carlo_error(runs):
         w /= w.sum()
         beta = np.asarray(result.samples["beta"])
         estimate = w @ beta
-        # 5 posterior sd / sqrt(ESS); the particles after MCMC moves are close to independent.
-        tolerance = 5 * np.sqrt(np.diag(covariance) / result.ess)
+        # posterior sd / sqrt(ESS) understates the standard error: the particles share
+        # ancestors after resampling. Over 24 runs the estimates' spread was 1.0-1.2 times
+        # it, so 6 of these are at least 5 true standard errors.
+        tolerance = 6 * np.sqrt(np.diag(covariance) / result.ess)
         assert np.all(np.abs(estimate - mean) <= tolerance)
+        # the variances: relative error sd 0.04 per run over 24 runs, so 0.3 is 7 sd
         assert np.allclose(w @ (beta - mean) ** 2, np.diag(covariance), rtol=0.3)
 
 
