@@ -233,6 +233,14 @@ class _UniqueTrace(handlers.trace):
         if "name" not in msg:  # helper messages (e.g. of ``scan``), as NumPyro's trace skips them
             return
         name = msg["name"]
+        if msg["type"] == "plate" and self.trace.get(name, {}).get("type") == "plate":
+            first = self.trace[name]["args"]
+            if first != msg["args"]:
+                raise ModelError(
+                    f"plate '{name}' is entered twice with different sizes (first {first[0]}, then "
+                    f"{msg['args'][0]}); give the second plate another name"
+                )
+            return  # re-entering a plate of the same size is allowed, as in NumPyro
         if name in self.trace and msg["type"] in ("sample", "deterministic", "param", "plate"):
             first = self.trace[name]["type"]
             raise ModelError(

@@ -27,7 +27,6 @@ import warnings
 import jax
 import jax.numpy as jnp
 import numpy as np
-import pytest
 from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
@@ -390,12 +389,6 @@ def reused_plate(y):
         ppl.sample("y", dist.Normal(a, 1.0), obs=y)
 
 
-@pytest.mark.xfail(
-    reason="bug: ppl.compile's _UniqueTrace counts a plate entered twice as a duplicate site "
-    "('site name 'n' is used twice'); NumPyro allows it",
-    raises=ppl.ModelError,
-    strict=False,
-)
 def test_a_plate_entered_twice_is_accepted():
     compiled = ppl.compile(reused_plate, np.zeros(3))
     assert np.isfinite(compiled.logdensity(compiled.init(key(0))))
