@@ -1,6 +1,12 @@
 """The noisy-cone table (Becker et al. 2024) with the authors' protocol: plain SGD,
 learning rate 1e-3, 5000 steps, 64 estimates per step (IWAE: 1), scored by the ppl
-estimator of each objective with 5000 samples (standard error ~0.015 nats)."""
+estimator of each objective with 50,000 samples (standard error ~0.005 nats).
+
+Tolerance 0.07: over 8 keys (training and scoring) the scores spread with sd 0.014 for
+the ELBO (its last SGD iterate jitters) and 0.004-0.006 for the others, with means within
+0.021 of the published values; 0.07 is 5 of the largest sd. With 5000 scoring samples
+(se 0.015) and 0.05, the ELBO's score was out at ~3% of keys (it reached -8.123).
+"""
 
 import jax
 import jax.numpy as jnp
@@ -40,11 +46,11 @@ def test_cone_table(name):
     result = ppl.vi.fit(
         objective, init, z_obs, optimizer=SGD, steps=5000, key=key(1), num_samples=num_samples
     )
-    keys = jax.random.split(key(2), 5000)
+    keys = jax.random.split(key(2), 50_000)
     value = float(jax.jit(jax.vmap(objective.estimate, (0, None, None)))(keys, result.params, z_obs).mean())
     if name == "iwae5":
         # The published -7.79 is not reached from below: ppl and NumPyro's RenyiELBO both
         # train to -7.55..-7.63 under this evaluator (benchmarks/README.md), a better bound.
         assert value > published - 0.05
     else:
-        assert abs(value - published) < 0.05, value
+        assert abs(value - published) < 0.07, value

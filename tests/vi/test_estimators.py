@@ -50,7 +50,10 @@ def test_constant_baseline_reduces_variance():
     params = {"mu": jnp.array(0.8), "sigma": jnp.array(1.3)}
     plain = gradient_draws(second_moment(ppl.vi.reinforce()), params)
     based = gradient_draws(second_moment(ppl.vi.reinforce(baseline=0.8**2 + 1.3**2)), params)
-    assert (based.var(axis=0) < 0.8 * plain.var(axis=0)).all()
+    # exact variance ratios (Gauss-Hermite): 0.64 (mu) and 0.73 (sigma); estimated from
+    # 10,000 draws the sigma ratio has sd 0.02 (heavy-tailed: it passed 0.8 in 0.25% of
+    # 2,000 simulated keys), so 0.9 is 8 sd above it. Without the baseline the ratio is 1.
+    assert (based.var(axis=0) < 0.9 * plain.var(axis=0)).all()
 
 
 # ------------------------------------------------ Bernoulli: E[f(b)] = p f(1) + (1 - p) f(0)

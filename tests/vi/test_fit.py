@@ -26,13 +26,15 @@ def test_fit_reaches_the_conjugate_posterior():
         ELBO,
         NORMAL_PARAMS,
         Y,
-        optimizer=optax.adam(0.02),
+        # a decaying step size: at a constant 0.02 Adam's last iterate jitters around the
+        # optimum with sd 0.03 (m) and 0.05 (log_s) over keys, as large as the tolerances
+        optimizer=optax.adam(optax.exponential_decay(0.02, 1500, 0.01)),
         steps=1500,
         key=key(0),
         num_samples=16,
     )
     mean, log_sd = exact_posterior(Y)
-    # Adam at a constant step size jitters around the optimum by ~0.01 here.
+    # over 30 keys the last iterate is off by sd 0.005 in m and in log_s: 6 and 10 sd here
     assert abs(float(result.params["m"]) - mean) < 0.03
     assert abs(float(result.params["log_s"]) - log_sd) < 0.05
     assert result.objective.shape == (1500,) and result.num_nonfinite == 0
@@ -81,7 +83,9 @@ def test_minibatch_scaling_gives_the_full_data_posterior():
         batch_size=10,
     )
     mean, log_sd = exact_posterior(y)
-    # Without the N / B scale the posterior sd would be off by log 2 = 0.69 in log_s.
+    # Over 30 keys (data and fit) the last iterate is off by sd 0.008 in m and 0.011 in
+    # log_s: the bounds are 6 and 9 sd. Without the N / B scale the posterior sd would be
+    # off by log 2 = 0.69 in log_s.
     assert abs(float(result.params["m"]) - mean) < 0.05
     assert abs(float(result.params["log_s"]) - log_sd) < 0.1
 
@@ -139,7 +143,9 @@ def test_guide_draws_to_arviz_round_trip(tmp_path):
     result = ppl.vi.fit(ELBO, NORMAL_PARAMS, Y, optimizer=optax.adam(0.05), steps=50, key=key(0))
     data = result.to_arviz(normal_guide(), key(1), 500, Y)
     assert data.posterior["z"].shape == (1, 500)
-    np.testing.assert_allclose(float(data.posterior["z"].mean()), float(result.params["m"]), atol=0.1)
+    # the mean of 500 guide draws: 5 standard errors (the guide's sd / sqrt(500))
+    sd = float(np.exp(result.params["log_s"]))
+    assert abs(float(data.posterior["z"].mean()) - float(result.params["m"])) < 5 * sd / np.sqrt(500)
     path = tmp_path / "vi.nc"
     ppl.save(data, str(path))
     assert ppl.load(str(path)).posterior.identical(data.posterior)
