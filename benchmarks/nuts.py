@@ -22,7 +22,6 @@ import os
 
 os.environ.setdefault("PPL_COMPILATION_CACHE", "0")  # before ppl is imported
 import platform
-import time
 import warnings
 from importlib.metadata import version
 
@@ -30,35 +29,12 @@ import arviz as az
 import blackjax
 import jax
 import numpy as np
-from jax import monitoring
 from numpyro.infer import MCMC, NUTS
 from sklearn.datasets import load_breast_cancer
+from timing import timed  # noqa: E402  (benchmarks/timing.py, beside this script)
 
 import ppl
 from ppl import dist
-
-COMPILE_EVENTS = {
-    "/jax/core/compile/jaxpr_trace_duration",
-    "/jax/core/compile/jaxpr_to_mlir_module_duration",
-    "/jax/core/compile/backend_compile_duration",
-}
-_compile_seconds = [0.0]
-
-
-def _on_event(event, duration, **_):
-    if event in COMPILE_EVENTS:
-        _compile_seconds[0] += duration
-
-
-monitoring.register_event_duration_secs_listener(_on_event)
-
-
-def timed(fn, *args):
-    """(result, wall seconds, compile seconds) of fn(*args), results on the host."""
-    compile_before, start = _compile_seconds[0], time.perf_counter()
-    result = jax.block_until_ready(fn(*args))
-    return result, time.perf_counter() - start, _compile_seconds[0] - compile_before
-
 
 # ------------------------------------------------------------------------ models
 
