@@ -28,7 +28,6 @@ move (the fixed entries of a Cholesky factor); the minimum over them.
 """
 
 import argparse
-import json
 import os
 import sys
 
@@ -51,7 +50,7 @@ from tests.numpyro.models import MODELS  # noqa: E402
 
 BENCHMARKED = ("ar2", "ucbadmit", "impute", "gmm", "mvn")
 
-from timing import timed  # noqa: E402  (benchmarks/timing.py, beside this script)
+from timing import timed, write_results  # noqa: E402  (benchmarks/timing.py, beside this script)
 
 # ----------------------------------------------------------------------- engines
 
@@ -239,12 +238,7 @@ def main(quick: bool, model_names: tuple) -> None:
         }
         if ratios:
             print("  " + " ".join(f"{k}={v:.2f}" for k, v in ratios.items()), flush=True)
-    directory = os.environ.get("PPL_BENCH_OUT") or os.path.join(os.path.dirname(__file__), "results")
-    os.makedirs(directory, exist_ok=True)
-    path = os.path.join(directory, "numpyro_models_quick.json" if quick else "numpyro_models.json")
-    with open(path, "w") as handle:
-        json.dump(results, handle, indent=2)
-    print(f"\nwrote {path}")
+    write_results("numpyro_models_quick.json" if quick else "numpyro_models.json", results)
 
 
 if __name__ == "__main__":

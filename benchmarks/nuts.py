@@ -17,7 +17,6 @@ draws), minimum over all coordinates.
 
 import argparse
 import functools
-import json
 import os
 
 os.environ.setdefault("PPL_COMPILATION_CACHE", "0")  # before ppl is imported
@@ -31,7 +30,7 @@ import jax
 import numpy as np
 from numpyro.infer import MCMC, NUTS
 from sklearn.datasets import load_breast_cancer
-from timing import timed  # noqa: E402  (benchmarks/timing.py, beside this script)
+from timing import timed, write_results  # noqa: E402  (benchmarks/timing.py, beside this script)
 
 import ppl
 from ppl import dist
@@ -215,13 +214,8 @@ def main(quick: bool, engine_names: tuple, chains: int, tag: str) -> None:
                 f"{row['min_bulk_ess']:.0f} | {row['ess_per_s']:.0f} |"
             )
         print(" ".join(f"{k}={v:.2f}" for k, v in ratios.items()), flush=True)
-    directory = os.environ.get("PPL_BENCH_OUT") or os.path.join(os.path.dirname(__file__), "results")
-    os.makedirs(directory, exist_ok=True)
     suffix = ("_quick" if quick else "") + (f"_{tag}" if tag else "")
-    path = os.path.join(directory, f"nuts{suffix}.json")
-    with open(path, "w") as handle:
-        json.dump(results, handle, indent=2)
-    print(f"\nwrote {path}")
+    write_results(f"nuts{suffix}.json", results)
 
 
 if __name__ == "__main__":

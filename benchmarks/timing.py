@@ -1,9 +1,11 @@
-"""Wall time and JAX compile time of one call, shared by the benchmarks.
+"""Wall time and JAX compile time of one call, and the results file, shared by the benchmarks.
 
 Compile time is the sum of JAX's compile events (tracing, lowering, backend compile)
 during the call, read from ``jax.monitoring``.
 """
 
+import json
+import os
 import time
 
 import jax
@@ -35,3 +37,14 @@ def timed(fn, *args):
     compile_before, start = _compile_seconds[0], time.perf_counter()
     result = jax.block_until_ready(fn(*args))
     return result, time.perf_counter() - start, _compile_seconds[0] - compile_before
+
+
+def write_results(filename: str, results: dict) -> str:
+    """Write ``results`` as JSON to ``$PPL_BENCH_OUT`` (default ``benchmarks/results``)/``filename``."""
+    directory = os.environ.get("PPL_BENCH_OUT") or os.path.join(os.path.dirname(__file__), "results")
+    os.makedirs(directory, exist_ok=True)
+    path = os.path.join(directory, filename)
+    with open(path, "w") as handle:
+        json.dump(results, handle, indent=2)
+    print(f"\nwrote {path}")
+    return path
