@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import weakref
 from collections.abc import Callable, Collection
 from functools import partial
 from typing import Any, NamedTuple
@@ -766,9 +767,25 @@ def _warn_about_constants(constants: tuple[str, ...], error: Exception, given: t
     )
 
 
+_OBSERVED_BEFORE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> observed site names
+
+
 def _warn_about_missing_observations(model: Callable, args: tuple, kwargs: dict, trace: dict) -> None:
-    """A model parameter left at its default ``None`` whose name is a latent site's: the
-    usual sign of forgotten data (the site is then sampled from its prior)."""
+    """Latent sites that look like forgotten data (then sampled from their prior): a site
+    observed when this model function was compiled before, or a model parameter left at
+    its default ``None`` whose name is the site's."""
+    latent = {name for name, site in trace.items() if site["type"] == "sample" and not site["is_observed"]}
+    observed = {name for name, site in trace.items() if site["type"] == "sample" and site["is_observed"]}
+    try:
+        before = _OBSERVED_BEFORE.setdefault(model, set())
+    except TypeError:  # not weak-referenceable (e.g. a builtin): no memory
+        before = set()
+    for name in sorted(latent & before):
+        warn(
+            f"site '{name}' was observed when this model was compiled before, and is latent now (sampled "
+            "from its prior): its data were not passed this time"
+        )
+    before |= observed
     try:
         signature = inspect.signature(model)
         bound = signature.bind(*args, **kwargs).arguments
@@ -783,10 +800,11 @@ def _warn_about_missing_observations(model: Callable, args: tuple, kwargs: dict,
             and site["type"] == "sample"
             and not site["is_observed"]
         ):
-            warn(
-                f"model argument '{name}' was not given, so site '{name}' is a latent variable sampled "
-                f"from its prior; pass {name}=... to condition on data"
-            )
+            if name not in before or name in observed:
+                warn(
+                    f"model argument '{name}' was not given, so site '{name}' is a latent variable sampled "
+                    f"from its prior; pass {name}=... to condition on data"
+                )
 
 
 def compile(model: Callable, *args, static: Collection[str] = (), **kwargs) -> CompiledModel:  # noqa: A001

@@ -273,3 +273,12 @@ def test_batched_key_and_missing_observation_are_named():
 
     with pytest.warns(UserWarning, match="argument 'y' was not given, so site 'y' is a latent variable"):
         ppl.compile(model, np.ones(3, np.float32))
+
+    def observed_before(x, y):
+        b = numpyro.sample("b", dist.Normal(0, 1))
+        with numpyro.plate("n", len(x)):
+            numpyro.sample("y", dist.Normal(b * x, 1), obs=y)
+
+    ppl.compile(observed_before, np.ones(3, np.float32), np.ones(3, np.float32))
+    with pytest.warns(UserWarning, match="site 'y' was observed when this model was compiled before"):
+        ppl.compile(observed_before, np.ones(3, np.float32), None)
