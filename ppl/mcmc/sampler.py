@@ -33,6 +33,7 @@ from numpyro.infer.initialization import init_to_uniform
 from ppl.errors import ModelError, warn
 from ppl.mcmc import diagnostics, kernel
 from ppl.model.compile import CompiledModel, compile, constrain_draws
+from ppl.runtime.cache import ByFunction
 from ppl.runtime.devices import METHODS, DevicePlan, map_replicas, plan_devices, to_host
 from ppl.runtime.keys import replica_keys, validate_key
 from ppl.runtime.loop import scan_in_chunks
@@ -71,15 +72,23 @@ class Posterior(Draws):
     compiled: CompiledModel
 
 
-def _check_counts(chains, warmup, draws, thinning) -> None:
+def _check_integer(name: str, value, low: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < low:
+        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+
+
+def _check_options(chains, warmup, draws, thinning, devices, progress_bar) -> None:
     for name, value, low in (
         ("chains", chains, 1),
         ("warmup", warmup, 0),
         ("draws", draws, 1),
         ("thinning", thinning, 1),
     ):
-        if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < low:
-            raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+        _check_integer(name, value, low)
+    if devices is not None:
+        _check_integer("devices (None for all)", devices, 1)
+    if progress_bar is not None and not isinstance(progress_bar, bool):
+        raise TypeError(f"progress_bar must be None, True or False, got {progress_bar!r}")
 
 
 def _number(name: str, value, kind=float):
@@ -98,7 +107,6 @@ def _settings(
     num_integration_steps=16,
     dense_mass,
     chain_method,
-    step_size=None,
 ) -> kernel.Settings:
     """Checked :class:`~ppl.mcmc.kernel.Settings` (a clear error for every bad value)."""
     target_accept = _number("target_accept", target_accept)
@@ -114,29 +122,14 @@ def _settings(
         raise TypeError(f"dense_mass must be True or False, got {dense_mass!r}")
     if chain_method not in METHODS:
         raise ValueError(f"chain_method must be one of {METHODS}, got {chain_method!r}")
-    initial_step_size = 1.0
-    if step_size is not None and np.ndim(step_size) == 0:
-        initial_step_size = _number("step_size", step_size)
-        if not (initial_step_size > 0 and np.isfinite(initial_step_size)):
-            raise ValueError(f"step_size must be positive and finite, got {initial_step_size}")
     return kernel.Settings(
         algorithm=algorithm,
         target_accept=target_accept,
         max_tree_depth=max_tree_depth,
         num_integration_steps=num_integration_steps,
         dense_mass=bool(dense_mass),
-        initial_step_size=initial_step_size,
         chain_method=chain_method,
     )
-
-
-def _check_options(devices, progress_bar) -> None:
-    if devices is not None and (
-        isinstance(devices, bool) or not isinstance(devices, int | np.integer) or devices < 1
-    ):
-        raise ValueError(f"devices must be None (all) or an integer >= 1, got {devices!r}")
-    if progress_bar is not None and not isinstance(progress_bar, bool):
-        raise TypeError(f"progress_bar must be None, True or False, got {progress_bar!r}")
 
 
 # --------------------------------------------------------------- the programs
@@ -194,14 +187,15 @@ def _advance(carry, xs, compiled: CompiledModel, *, settings: kernel.Settings, p
 
 @functools.partial(jax.jit, static_argnames=("strategy",))
 def _strategy_positions(keys, values, compiled: CompiledModel, strategy):
-    """Unconstrained starting points ``(chains, dim)`` from NumPyro init ``strategy`` with the
-    per-chain constrained ``values`` substituted where given."""
+    """Unconstrained starting points ``(chains, dim)`` from NumPyro init ``strategy`` (a
+    :class:`~ppl.runtime.cache.ByFunction`) with the per-chain constrained ``values``
+    substituted where given."""
 
     def one(key, values):
         def substitute_fn(site):
             if site["type"] != "sample" or site["is_observed"]:
                 return None
-            return values[site["name"]] if site["name"] in values else strategy(site)
+            return values[site["name"]] if site["name"] in values else strategy.fn(site)
 
         run = handlers.substitute(handlers.seed(compiled.model, key), substitute_fn=substitute_fn)
         trace = handlers.trace(run).get_trace(*compiled.args, **compiled.kwargs)
@@ -227,11 +221,16 @@ def _per_chain(name: str, value, site_shape: tuple, chains: int) -> np.ndarray:
         ) from None
 
 
+def _pad(rows: np.ndarray, padded: int) -> np.ndarray:
+    """``rows`` (one per chain) repeated at the end up to ``padded`` rows (the plan's padding)."""
+    return np.concatenate([rows, np.repeat(rows[-1:], padded - len(rows), 0)])
+
+
 def _start(
     init, init_strategy, step_size, inverse_mass_matrix, compiled, chains, padded, keys, warmup, dense
 ):
-    """``(positions, step_sizes, inverse_mass_matrices, note)`` of every (padded) chain."""
-    source = None
+    """``(positions, step_sizes, inverse_mass_matrices)`` of every (padded) chain, each
+    ``None`` where the kernel's default applies; warns when ``warmup=0`` adapts nothing."""
     positions = None
     if isinstance(init, Posterior):
         if init.unconstrained.shape[-1] != compiled.dim:
@@ -244,7 +243,6 @@ def _start(
         positions = np.asarray(init.unconstrained[:, -1])
         step_size = init.step_size if step_size is None else step_size
         inverse_mass_matrix = init.inverse_mass_matrix if inverse_mass_matrix is None else inverse_mass_matrix
-        source = "the given posterior"
     elif init is not None or init_strategy is not None:
         if init is not None and not isinstance(init, dict):
             raise TypeError(
@@ -268,19 +266,19 @@ def _start(
                     f"init['{name}'] for chain {chain} is outside the site's support {support}: "
                     f"{np.asarray(value)[chain].tolist()}"
                 )
-        values = {
-            name: np.concatenate([v, np.repeat(v[-1:], padded - chains, 0)]) for name, v in values.items()
-        }
-        strategy = init_to_uniform if init_strategy is None else init_strategy
+        values = {name: _pad(v, padded) for name, v in values.items()}
+        strategy = ByFunction(init_to_uniform if init_strategy is None else init_strategy)
         positions = np.asarray(_strategy_positions(keys, values, compiled, strategy))
     if positions is not None:
-        positions = np.concatenate([positions, np.repeat(positions[-1:], padded - len(positions), 0)])
+        positions = _pad(positions, padded)
     dim = compiled.dim
     if step_size is not None:
+        if isinstance(step_size, bool) or not np.issubdtype(np.asarray(step_size).dtype, np.number):
+            raise TypeError(f"step_size must be a number or one per chain, got {step_size!r}")
         step_size = np.broadcast_to(np.asarray(step_size, np.float32), (chains,))
         if not np.all(np.isfinite(step_size) & (step_size > 0)):
             raise ValueError(f"step_size must be positive and finite, got {step_size}")
-        step_size = np.concatenate([step_size, np.repeat(step_size[-1:], padded - chains)])
+        step_size = _pad(step_size, padded)
     if inverse_mass_matrix is not None:
         imm = np.asarray(inverse_mass_matrix, np.float32)
         shape = (dim, dim) if dense else (dim,)
@@ -289,20 +287,18 @@ def _start(
                 f"inverse_mass_matrix has shape {imm.shape}; expected {shape} (dense_mass={dense}), shared "
                 f"or with a leading chains axis of {chains}"
             )
-        imm = np.broadcast_to(imm, (chains, *shape))
-        inverse_mass_matrix = np.concatenate([imm, np.repeat(imm[-1:], padded - chains, 0)])
-    if warmup == 0:
-        if source is None:
-            eps = (
-                "1.0 (the default)"
-                if step_size is None
-                else ", ".join(f"{x:.4g}" for x in np.unique(step_size[:chains]))
-            )
-            imm_text = "the identity" if inverse_mass_matrix is None else "the given one"
-            warn(
-                f"warmup=0: nothing is adapted; sampling with step size {eps} and {imm_text} inverse mass "
-                "matrix. Pass init=<a ppl.Posterior> to continue an adapted run"
-            )
+        inverse_mass_matrix = _pad(np.broadcast_to(imm, (chains, *shape)), padded)
+    if warmup == 0 and not isinstance(init, Posterior):
+        eps = (
+            "1.0 (the default)"
+            if step_size is None
+            else ", ".join(f"{x:.4g}" for x in np.unique(step_size[:chains]))
+        )
+        imm_text = "the identity" if inverse_mass_matrix is None else "the given one"
+        warn(
+            f"warmup=0: nothing is adapted; sampling with step size {eps} and {imm_text} inverse mass "
+            "matrix. Pass init=<a ppl.Posterior> to continue an adapted run"
+        )
     return positions, step_size, inverse_mass_matrix
 
 
@@ -326,8 +322,7 @@ def _run(
     static,
 ):
     key = validate_key(key)
-    _check_counts(chains, warmup, draws, thinning)
-    _check_options(devices, progress_bar)
+    _check_options(chains, warmup, draws, thinning, devices, progress_bar)
     compiled = compile(model, *args, static=static, **kwargs)
     algorithm = settings.algorithm.upper()
     compiled.require_continuous(algorithm)
@@ -370,7 +365,7 @@ def _run(
         if start[0] is not None:
             raise ModelError(
                 f"chain {failed}: the log density or its gradient is non-finite at the given initial values; "
-                + compiled.describe_nonfinite(position, 1).split("; ", 1)[1]
+                f"the culprit is: {compiled.nonfinite_sites(position)}"
             )
         raise ModelError(compiled.describe_nonfinite(position, settings.init_attempts))
 
@@ -581,7 +576,6 @@ def nuts(
         max_tree_depth=max_tree_depth,
         dense_mass=dense_mass,
         chain_method=chain_method,
-        step_size=step_size,
     )
     return _run(
         model,
@@ -635,7 +629,6 @@ def hmc(
         num_integration_steps=num_integration_steps,
         dense_mass=dense_mass,
         chain_method=chain_method,
-        step_size=step_size,
     )
     return _run(
         model,

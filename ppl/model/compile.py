@@ -175,8 +175,7 @@ def _pointwise(trace: dict, enum_dim: int | None, with_factors: bool) -> dict[st
     out = {}
     for name, logp in observed.items():
         try:
-            total = logp + sum(discrete) if discrete else logp
-            total = jnp.broadcast_to(total, jnp.broadcast_shapes(jnp.shape(total), jnp.shape(logp)))
+            total = logp + sum(discrete)
         except ValueError as err:
             raise ModelError(
                 f"observed site '{name}': its log-probability {jnp.shape(logp)} does not broadcast with "
@@ -383,11 +382,8 @@ def _unconstrained_shape(site: dict) -> tuple[int, ...]:
 
 def _input_names(model: Callable, args: tuple, kwargs: dict) -> dict[str, Any]:
     """Map argument names to the array arguments the model was called with."""
-    try:
-        bound = inspect.signature(model).bind(*args, **kwargs).arguments
-    except (TypeError, ValueError):
-        bound = {f"arg{i}": a for i, a in enumerate(args)} | dict(kwargs)
-    return {k: v for k, v in bound.items() if is_array(v)}
+    values = list(args) + list(kwargs.values())
+    return {k: v for k, v in zip(argument_names(model, args, kwargs), values, strict=True) if is_array(v)}
 
 
 class ModelStructure(NamedTuple):
@@ -644,7 +640,15 @@ class CompiledModel:
         return u
 
     def describe_nonfinite(self, u: jax.Array, num_attempts: int) -> str:
-        """Explain which site makes the log density or its gradient non-finite at ``u``."""
+        """Explain which site makes the log density or its gradient non-finite at ``u``,
+        the last of ``num_attempts`` initialisation attempts."""
+        return (
+            f"the log density is non-finite at all {num_attempts} initialisation attempts "
+            f"(uniform in unconstrained space); at the last attempt the culprit is: {self.nonfinite_sites(u)}"
+        )
+
+    def nonfinite_sites(self, u: jax.Array) -> str:
+        """The sites whose log-probability or gradient is non-finite at ``u``, in words."""
         values = self.constrain(u)
         tr = handlers.trace(handlers.substitute(handlers.seed(self.model, 0), values)).get_trace(
             *self.args, **self.kwargs
@@ -660,11 +664,7 @@ class CompiledModel:
                 problems.append(f"'{site['name']}' ({kind}, log-prob {float(logp)})")
             elif site["name"] in grads and not jnp.all(jnp.isfinite(grads[site["name"]])):
                 problems.append(f"'{site['name']}' (non-finite gradient)")
-        where = "; ".join(problems) if problems else "no single site (check deterministic code)"
-        return (
-            f"the log density is non-finite at all {num_attempts} initialisation attempts "
-            f"(uniform in unconstrained space); at the last attempt the culprit is: {where}"
-        )
+        return "; ".join(problems) if problems else "no single site (check deterministic code)"
 
     def sample_prior(self, key: jax.Array, num_samples: int) -> dict[str, jax.Array]:
         """Draw ``num_samples`` times from the prior (observed sites included).

@@ -34,6 +34,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import warnings
@@ -45,6 +46,7 @@ import numpy as np
 __all__ = [
     "DISABLE_VARIABLE",
     "DIRECTORY_VARIABLE",
+    "ByFunction",
     "ByValue",
     "by_value",
     "default_cache_directory",
@@ -113,14 +115,48 @@ def function_key(fn, depth: int = 4):
     closes over: functions recursively (to ``depth``), hashable values by value, anything
     else (arrays, lists) by identity. Two closures made by the same factory from the same
     arguments (``objectives.elbo(model, guide)`` called twice) get equal keys; a closure
-    over a new array does not. Other callables are keyed by themselves.
+    over a new array does not. A ``functools.partial`` is keyed by its function and
+    arguments. Other callables are keyed by themselves.
     """
+    if isinstance(fn, functools.partial) and depth > 0:  # e.g. NumPyro's init_to_median()
+        return (
+            "partial",
+            function_key(fn.func, depth - 1),
+            tuple(_value_key(value) for value in fn.args),
+            tuple((name, _value_key(value)) for name, value in sorted(fn.keywords.items())),
+        )
     code = getattr(fn, "__code__", None)
     if code is None or depth == 0:
         return _value_key(fn)
     cells = tuple(_cell_key(cell, depth) for cell in (fn.__closure__ or ()))
     defaults = tuple(_value_key(value) for value in (fn.__defaults__ or ()))
     return ("function", code, defaults, cells)
+
+
+class ByFunction:
+    """A callable as a static ``jit`` argument, equal to another by :func:`function_key`:
+    NumPyro's ``init_to_median()`` written anew, or a closure rebuilt from equal values,
+    reuses the compiled program.
+
+    Example:
+        >>> import functools
+        >>> ByFunction(functools.partial(max, 1)) == ByFunction(functools.partial(max, 1))
+        True
+    """
+
+    __slots__ = ("fn", "_key")
+
+    def __init__(self, fn):
+        self.fn, self._key = fn, function_key(fn)
+
+    def __call__(self, *args, **kwargs):
+        return self.fn(*args, **kwargs)
+
+    def __hash__(self) -> int:
+        return hash(self._key)
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, ByFunction) and self._key == other._key
 
 
 def _cell_key(cell, depth: int):
