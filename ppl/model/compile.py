@@ -31,6 +31,7 @@ from numpyro.infer.util import constrain_fn, potential_energy, unconstrain_fn
 from ppl.errors import ModelError, warn
 from ppl.model import enumeration
 from ppl.model.data import (
+    TRACER_ERRORS,
     StaticData,
     argument_names,
     as_data,
@@ -259,7 +260,7 @@ def trace_model(model: Callable, args: tuple, kwargs: dict, rng_key=None) -> dic
     tracer = _UniqueTrace(substituted)
     try:
         return tracer.get_trace(*args, **kwargs)
-    except ModelError:
+    except (ModelError, *TRACER_ERRORS):  # tracer errors: the data must be constants (find_constants)
         raise
     except (ValueError, TypeError) as err:
         last = next(reversed(tracer.trace), None)
@@ -733,11 +734,6 @@ def find_initial_position(key, logdensity, dim, radius=2.0, num_attempts=100):
     return u, ok
 
 
-def _raw_trace(model: Callable, args: tuple, kwargs: dict) -> dict:
-    seeded = handlers.substitute(handlers.seed(model, rng_seed=0), substitute_fn=init_to_uniform)
-    return handlers.trace(seeded).get_trace(*args, **kwargs)
-
-
 _CONSTANTS: dict = {}  # (model, argument structure, shapes) -> (constants, error): one abstract trace each
 
 
@@ -747,11 +743,11 @@ def _constants(model, args, kwargs, names, static, arrays, static_data):
     try:
         hash(key)
     except TypeError:  # an unhashable model callable: no caching
-        return find_constants(partial(_raw_trace, model), args, kwargs, names, static)
+        return find_constants(partial(trace_model, model), args, kwargs, names, static)
     if key not in _CONSTANTS:
         if len(_CONSTANTS) >= 256:
             _CONSTANTS.pop(next(iter(_CONSTANTS)))
-        _CONSTANTS[key] = find_constants(partial(_raw_trace, model), args, kwargs, names, static)
+        _CONSTANTS[key] = find_constants(partial(trace_model, model), args, kwargs, names, static)
     return _CONSTANTS[key]
 
 

@@ -185,6 +185,14 @@ def test_initial_values_per_chain_or_shared():
     np.testing.assert_allclose(shared.samples["mu"][:, 0], [2.5, 2.5], atol=1e-4)
     np.testing.assert_allclose(shared.samples["sigma"][:, 0], [0.7, 0.7], rtol=1e-4)
     assert np.all(np.abs(median.samples["mu"][:, 0]) < 10)  # near the prior median 0, not uniform(-2, 2)
+    # init_to_median() written anew is the same static argument: no new init program
+    from ppl.mcmc.sampler import _strategy_positions
+
+    size = _strategy_positions._cache_size()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ppl.nuts(normal_model, NORMAL_Y, key=key(8), init_strategy=init_to_median(), **run)
+    assert _strategy_positions._cache_size() == size
     with pytest.raises(ValueError, match=r"init\['mu'\] has shape \(3,\)"):
         ppl.nuts(normal_model, NORMAL_Y, key=key(7), init={"mu": np.zeros(3)}, **run)
     with pytest.raises(ValueError, match=r"\['tau'\] are not latent"):
