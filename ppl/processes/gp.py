@@ -64,8 +64,9 @@ def cholesky(matrix, jitter: float = DEFAULT_JITTER, *, name: str = "K"):
         values = np.asarray(matrix)
         smallest = float(np.linalg.eigvalsh(values).min()) if np.all(np.isfinite(values)) else float("nan")
         raise ValueError(
-            f"{name} ({n} x {n}) plus jitter {jitter:g} * I is not positive definite: its smallest eigenvalue "
-            f"is {smallest:.3g}. Pass a larger jitter= (absolute) or noise_variance=, or compute the kernel in float64."
+            f"{name} ({n} x {n}) plus jitter {jitter:g} * I is not positive definite: its smallest "
+            f"eigenvalue is {smallest:.3g}. Pass a larger jitter= (absolute) or noise_variance=, "
+            "or compute the kernel in float64."
         )
     return lower
 

@@ -212,7 +212,8 @@ class Conv:
         if layout.spatial != rank:
             raise ValueError(
                 f"Conv with filter_shape {self.filter_shape} needs inputs with {rank} spatial axis/axes "
-                f"(n, {'length' if rank == 1 else 'height, width'}, channels); this layer sees {layout.spatial}"
+                f"(n, {'length' if rank == 1 else 'height, width'}, channels); "
+                f"this layer sees {layout.spatial}"
             )
         groups = 2 if layout.full else 1
         state = _affine(state, self.W_std, self.b_std, lambda a: self._average(a, groups))
@@ -227,7 +228,7 @@ class Conv:
         }
         spatial = in_shape[:rank]
         if self.padding == "VALID":
-            spatial = tuple(s - k + 1 for s, k in zip(spatial, self.filter_shape))
+            spatial = tuple(s - k + 1 for s, k in zip(spatial, self.filter_shape, strict=True))
         return (*spatial, self.out_chan), params
 
     def _apply(self, params, x):
@@ -396,14 +397,14 @@ class Network:
         """Standard-normal parameters of a finite network with the layers' widths, for
         inputs of shape ``input_shape`` (without the batch axis)."""
         params, shape = [], tuple(input_shape)
-        for layer, layer_key in zip(self.layers, jax.random.split(key, len(self.layers))):
+        for layer, layer_key in zip(self.layers, jax.random.split(key, len(self.layers)), strict=True):
             shape, layer_params = layer._init(layer_key, shape)
             params.append(layer_params)
         return params
 
     def apply(self, params: list, x):
         """The finite network's outputs on a batch ``x`` of shape ``(n, *input_shape)``."""
-        for layer, layer_params in zip(self.layers, params):
+        for layer, layer_params in zip(self.layers, params, strict=True):
             x = layer._apply(layer_params, x)
         return x
 
@@ -432,14 +433,15 @@ class Network:
             if isinstance(layer, Conv):
                 if layout != len(layer.filter_shape):
                     raise ValueError(
-                        f"{name} has shape {tuple(x.shape)}: Conv with filter_shape {layer.filter_shape} needs "
-                        f"{len(layer.filter_shape)} spatial axis/axes before the channels"
+                        f"{name} has shape {tuple(x.shape)}: Conv with filter_shape {layer.filter_shape} "
+                        f"needs {len(layer.filter_shape)} spatial axis/axes before the channels"
                     )
                 if layer.padding == "VALID":
-                    small = [s for s, k in zip(x.shape[1:-1], layer.filter_shape) if s < k]
+                    small = [s for s, k in zip(x.shape[1:-1], layer.filter_shape, strict=True) if s < k]
                     if small:
                         raise ValueError(
-                            f"{name} has shape {tuple(x.shape)}: too small for a VALID Conv {layer.filter_shape}"
+                            f"{name} has shape {tuple(x.shape)}: too small for a VALID Conv "
+                            f"{layer.filter_shape}"
                         )
             elif isinstance(layer, Flatten | GlobalAvgPool):
                 layout = 0
@@ -494,12 +496,14 @@ def _as_input(name: str, x):
         x = jnp.asarray(x, dtype=float)
     if x.ndim < 2:
         raise ValueError(
-            f"{name} must have a leading batch axis: (n, features) or (n, *spatial, channels), got shape {tuple(x.shape)}"
+            f"{name} must have a leading batch axis: (n, features) or (n, *spatial, channels), "
+            f"got shape {tuple(x.shape)}"
         )
     if not isinstance(x, jax.core.Tracer) and not bool(np.all(np.isfinite(np.asarray(x)))):
         bad = np.argwhere(~np.isfinite(np.asarray(x)))
         raise ValueError(
-            f"{name} has {len(bad)} non-finite entries (first at index {tuple(int(i) for i in bad[0])}); shape {tuple(x.shape)}"
+            f"{name} has {len(bad)} non-finite entries (first at index {tuple(int(i) for i in bad[0])}); "
+            f"shape {tuple(x.shape)}"
         )
     return jnp.asarray(x)
 

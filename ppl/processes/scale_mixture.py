@@ -145,7 +145,8 @@ def _check_prior(prior) -> None:
         )
     if prior.batch_shape != () or prior.event_shape != ():
         raise ValueError(
-            f"scale_prior must be a scalar distribution, got batch {prior.batch_shape}, event {prior.event_shape}"
+            f"scale_prior must be a scalar distribution, got batch shape {prior.batch_shape}, "
+            f"event shape {prior.event_shape}"
         )
     if not bool(prior.support(jnp.asarray(1.0))) or bool(prior.support(jnp.asarray(-1.0))):
         raise ValueError(
