@@ -1,6 +1,6 @@
 """Stochastic processes: NNGP / NTK kernels of infinitely wide networks, exact GP
 regression with them, and scale mixtures (Student-t and other heavy-tailed processes)."""
 
-from ppl.processes import activations, gp, nngp, scale_mixture
+from ppl.processes import activations, empirical_bayes, gp, nngp, scale_mixture
 
-__all__ = ["activations", "gp", "nngp", "scale_mixture"]
+__all__ = ["activations", "empirical_bayes", "gp", "nngp", "scale_mixture"]

@@ -148,7 +148,9 @@ def _check_prior(prior) -> None:
             f"scale_prior must be a scalar distribution, got batch shape {prior.batch_shape}, "
             f"event shape {prior.event_shape}"
         )
-    if not bool(prior.support(jnp.asarray(1.0))) or bool(prior.support(jnp.asarray(-1.0))):
+    with jax.ensure_compile_time_eval():  # the support is a constant, also inside jit
+        positive = bool(prior.support(jnp.asarray(1.0))) and not bool(prior.support(jnp.asarray(-1.0)))
+    if not positive:
         raise ValueError(
             f"scale_prior must have support on the positive reals (a variance), got support {prior.support}"
         )
