@@ -46,7 +46,7 @@ lint: $(BIN)/.installed
 	$(BIN)/ruff check ppl tests examples benchmarks
 
 bench: $(BIN)/.installed
-	for script in nuts numpyro_models compile_cache binomial_eb vi_cone vi vi_estimators vi_iwae_layout diffusion_gmm; do $(BIN)/python benchmarks/$$script.py || exit 1; done
+	for script in nuts numpyro_models compile_cache binomial_eb vi_cone vi vi_estimators vi_iwae_layout diffusion_gmm nngp; do $(BIN)/python benchmarks/$$script.py || exit 1; done
 
 clean:
 	rm -rf $(VENV) $(VENV1) build site
