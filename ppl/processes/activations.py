@@ -33,9 +33,17 @@ __all__ = [
 
 
 def _safe_sqrt(x):
-    """``sqrt(max(x, 0))`` with a zero gradient where ``x <= 0`` (never ``inf * 0``)."""
+    """``sqrt(max(x, 0))`` with a zero gradient where ``x <= 0`` (never ``inf * 0``).
+
+    The fallback inside the square root is the smallest normal number, not 1: under
+    ``jit`` XLA may evaluate ``x`` twice with different rounding (FMA contraction), so the
+    two masks can disagree on the diagonal ``x ~ 0``; a fallback of 1 then leaks
+    ``sqrt(1)`` into the kernel (a ReLU Gram entry off by ``1 / 2 pi``).
+    """
+    x = jnp.maximum(x, 0.0)
     positive = x > 0
-    return jnp.where(positive, jnp.sqrt(jnp.where(positive, x, 1.0)), 0.0)
+    tiny = jnp.finfo(jnp.result_type(x, float)).tiny
+    return jnp.sqrt(jnp.where(positive, x, tiny)) * positive
 
 
 @jax.custom_jvp

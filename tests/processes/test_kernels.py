@@ -281,3 +281,19 @@ def test_finite_network_output_law_matches_the_kernel_in_distribution():
     outputs = jax.vmap(lambda k: net.apply(net.init(k, (3,)), x0)[0, 0])(jax.random.split(key(9), 1000))
     scale = float(jnp.sqrt(net.kernel(x0)[0, 0]))
     assert stats.kstest(np.asarray(outputs), stats.norm(0, scale).cdf).pvalue > 1e-3
+
+
+def test_relu_gram_under_jit_equals_eager():
+    """Under jit XLA may round ``ab - c^2`` differently in two places; the diagonal must not
+    pick up ``sqrt(fallback)`` (it once gained 1 / 2 pi here, inside empirical Bayes)."""
+    x = jnp.asarray(np.sort(np.random.default_rng(0).uniform(-3, 3, 30))[:, None])
+
+    def gram(raw):
+        std = {name: jax.nn.softplus(value) for name, value in raw.items()}
+        k = nngp.mlp(3, "relu", W_std=std["W_std"], b_std=std["b_std"]).kernel(x)
+        return jnp.linalg.cholesky(k + 0.01 * jnp.eye(30)), k
+
+    raw = {name: np.log(np.expm1(value)) for name, value in {"W_std": 1.5, "b_std": 1.0}.items()}
+    lower, jitted = jax.jit(gram)(raw)
+    np.testing.assert_allclose(jitted, gram(raw)[1], rtol=1e-6, atol=0)
+    np.testing.assert_allclose(lower @ lower.T, jitted + 0.01 * jnp.eye(30), rtol=1e-6, atol=0)
