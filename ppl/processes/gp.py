@@ -141,22 +141,35 @@ def _check_variance(name: str, value):
             raise ValueError(f"{name} must be a finite scalar >= 0, got {value!r}")
 
 
+@jax.jit
+def _factorise(k_train, targets, noise_variance, jitter):
+    n = k_train.shape[0]
+    diagonal = jnp.diagonal(k_train) + noise_variance + jitter
+    lower = jnp.linalg.cholesky(k_train.at[jnp.arange(n), jnp.arange(n)].set(diagonal))
+    alpha = cho_solve((lower, True), targets)
+    return lower, alpha, jnp.sum(targets * alpha), 2 * jnp.sum(jnp.log(jnp.diagonal(lower)))
+
+
 def condition(k_train, y, noise_variance, jitter: float = DEFAULT_JITTER) -> Conditioned:
-    """Factorise ``k_train + (noise_variance + jitter) I`` against targets ``y`` ``(n,)`` or ``(n, C)``."""
+    """Factorise ``k_train + (noise_variance + jitter) I`` against targets ``y`` ``(n,)`` or ``(n, C)``.
+
+    Raises:
+        ValueError: as :func:`cholesky` (outside ``jit``) if the matrix is not positive
+            definite at that jitter.
+    """
     _check_variance("noise_variance", noise_variance)
     k_train = jnp.asarray(k_train)
     targets = _as_targets(y, k_train.shape[0]).astype(k_train.dtype)
-    n = k_train.shape[0]
-    lower = cholesky(
-        k_train + noise_variance * jnp.eye(n, dtype=k_train.dtype), jitter, name="the training kernel matrix"
-    )
-    alpha = cho_solve((lower, True), targets)
+    lower, alpha, quadratic, log_det = _factorise(k_train, targets, noise_variance, jitter)
+    if not isinstance(log_det, jax.core.Tracer) and not bool(jnp.isfinite(log_det)):
+        n = k_train.shape[0]
+        cholesky(
+            k_train + noise_variance * jnp.eye(n, dtype=k_train.dtype),
+            jitter,
+            name="the training kernel matrix",
+        )
     return Conditioned(
-        lower=lower,
-        alpha=alpha,
-        quadratic=jnp.sum(targets * alpha),
-        log_det=2 * jnp.sum(jnp.log(jnp.diagonal(lower))),
-        noise_variance=noise_variance,
+        lower=lower, alpha=alpha, quadratic=quadratic, log_det=log_det, noise_variance=noise_variance
     )
 
 

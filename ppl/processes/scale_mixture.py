@@ -339,9 +339,10 @@ class ScaleMixtureRegression(NamedTuple):
             self.posterior,
         )
 
-    def sample(self, key, x_test, num_samples: int) -> dict:
+    def sample(self, key, x_test, num_samples: int, *, jitter: float = gp.DEFAULT_JITTER) -> dict:
         """Joint posterior draws at ``x_test``: ``{"variance": (S,), "f": (S, m[, C]),
-        "y": (S, m[, C])}`` (``f`` jointly Gaussian given each drawn ``s2``)."""
+        "y": (S, m[, C])}`` (``f`` jointly Gaussian given each drawn ``s2``; ``jitter`` is
+        added to the test posterior covariance before its Cholesky factor, absolute)."""
         key = validate_key(key, "key")
         k_scale, k_f, k_y = jax.random.split(key, 3)
         k_test = gp.kernel_matrix(self.kernel, x_test)
@@ -349,7 +350,7 @@ class ScaleMixtureRegression(NamedTuple):
         mean, _ = gp.predict(self.conditioned, k_cross, jnp.diagonal(k_test))
         half = jax.scipy.linalg.solve_triangular(self.conditioned.lower, k_cross.T, lower=True)
         covariance = k_test - half.T @ half
-        lower = gp.cholesky(covariance, gp.DEFAULT_JITTER, name="the test posterior covariance")
+        lower = gp.cholesky(covariance, jitter, name="the test posterior covariance")
         variance = self.posterior.sample(k_scale, num_samples)
         shape = (num_samples, *mean.shape)
         f = mean + jnp.sqrt(variance)[:, None, None] * jnp.einsum(
@@ -362,10 +363,12 @@ class ScaleMixtureRegression(NamedTuple):
             return {"variance": variance, "f": f[..., 0], "y": (f + noise)[..., 0]}
         return {"variance": variance, "f": f, "y": f + noise}
 
-    def to_arviz(self, key, x_test, num_samples: int = 1000):
+    def to_arviz(self, key, x_test, num_samples: int = 1000, *, jitter: float = gp.DEFAULT_JITTER):
         """ArviZ data: ``posterior`` (``variance``, ``f`` with dim ``test_point``) and
         ``posterior_predictive`` (``y``), one chain of ``num_samples`` draws."""
-        draws = jax.tree.map(lambda a: np.asarray(a)[None], self.sample(key, x_test, num_samples))
+        draws = jax.tree.map(
+            lambda a: np.asarray(a)[None], self.sample(key, x_test, num_samples, jitter=jitter)
+        )
         dims = {"f": ("test_point",), "y": ("test_point",)}
         if not self.squeeze:
             dims = {name: ("test_point", "output") for name in dims}
