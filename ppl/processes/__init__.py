@@ -1,6 +1,7 @@
 """Stochastic processes: NNGP / NTK kernels of infinitely wide networks, exact GP
-regression with them, and scale mixtures (Student-t and other heavy-tailed processes)."""
+regression with them, scale mixtures (Student-t and other heavy-tailed processes), and
+sparse variational GP / Student-t process classifiers."""
 
-from ppl.processes import activations, empirical_bayes, gp, nngp, scale_mixture
+from ppl.processes import activations, empirical_bayes, gp, nngp, scale_mixture, svtp
 
-__all__ = ["activations", "empirical_bayes", "gp", "nngp", "scale_mixture"]
+__all__ = ["activations", "empirical_bayes", "gp", "nngp", "scale_mixture", "svtp"]
