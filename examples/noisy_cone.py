@@ -48,7 +48,7 @@ def main():
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--out", default=".")
     args = parser.parse_args()
-    steps = 500 if args.quick else 5000
+    steps = 200 if args.quick else 5000
     objectives = ppl.vi.objectives
     runs = {
         "ELBO": (objectives.elbo(model, mean_field), mean_field, jnp.array([0.0, 0.0, 1.0, 1.0]), 64, -8.08),

@@ -77,6 +77,6 @@ def test_tour_example(tmp_path):
         "Empirical Bayes: binomial shrinkage",
     ):
         assert title in output and title in page
-    assert page.count('src="data:image/png;base64,') == 4 and "<table" in page
+    assert page.count('src="data:image/png;base64,') == 5 and "<table" in page
     assert "netCDF round trip identical: True" in output and "exact log p(y)" in output
     assert (tmp_path / "eight_schools.nc").stat().st_size > 0

@@ -168,7 +168,7 @@ def _monte_carlo_gram(net, x, num_networks, k):
 def test_nngp_equals_finite_network_gram(name):
     net, shape = _stacks()[name]
     x = jax.random.normal(key(1), shape)
-    mean, se = _monte_carlo_gram(net, x, 200, key(2))
+    mean, se = _monte_carlo_gram(net, x, 150, key(2))
     tolerance = 5 * se + 3e-3
     assert np.all(np.abs(mean - np.asarray(net.kernel(x))) < tolerance)
     assert not np.all(np.abs(mean - np.asarray(_perturbed(net).kernel(x))) < tolerance)
@@ -190,7 +190,7 @@ def test_ntk_equals_mean_empirical_ntk(name):
     net, shape = _stacks()[name]
     net = nngp.serial(*net.layers[:-1], nngp.Dense(1, W_std=1.1, b_std=0.1))
     x = jax.random.normal(key(3), shape)
-    mean, se = _empirical_ntk(net, x, 40, key(4))
+    mean, se = _empirical_ntk(net, x, 30, key(4))
     theta = np.asarray(net.kernel(x, get="ntk"))
     tolerance = 5 * se + 3e-3 * np.abs(theta).max()
     assert np.all(np.abs(mean - theta) < tolerance)
