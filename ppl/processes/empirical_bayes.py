@@ -61,11 +61,7 @@ def negative_log_marginal(
     else:
         prior = dist.InverseGamma(params["alpha"], params["beta"])
         posterior = scale_mixture.scale_posterior(prior, conditioned.quadratic, count, method="closed_form")
-        log_marginal = (
-            posterior.log_normalizer
-            - 0.5 * count * jnp.log(2 * jnp.pi)
-            - 0.5 * conditioned.num_outputs * conditioned.log_det
-        )
+        log_marginal = scale_mixture.log_marginal_likelihood(conditioned, posterior)
     return -log_marginal / count
 
 

@@ -208,13 +208,7 @@ class Conv:
         return total / math.prod(self.filter_shape)
 
     def _kernel(self, state: _Pair, layout: _Layout) -> tuple[_Pair, _Layout]:
-        rank = len(self.filter_shape)
-        if layout.spatial != rank:
-            raise ValueError(
-                f"Conv with filter_shape {self.filter_shape} needs inputs with {rank} spatial axis/axes "
-                f"(n, {'length' if rank == 1 else 'height, width'}, channels); "
-                f"this layer sees {layout.spatial}"
-            )
+        # Network._check_input has matched the input's spatial axes to the filter.
         groups = 2 if layout.full else 1
         state = _affine(state, self.W_std, self.b_std, lambda a: self._average(a, groups))
         return state, layout

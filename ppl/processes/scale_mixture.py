@@ -49,6 +49,7 @@ from numpyro.distributions import constraints
 from numpyro.distributions.util import promote_shapes
 
 from ppl.errors import warn
+from ppl.model.dsl import factor, sample
 from ppl.processes import gp
 from ppl.runtime.keys import validate_key
 from ppl.runtime.results import Draws
@@ -59,6 +60,7 @@ __all__ = [
     "ScaleMixturePrediction",
     "ScaleMixtureRegression",
     "ScalePosterior",
+    "log_marginal_likelihood",
     "regression",
     "scale_posterior",
     "student_t_process",
@@ -197,10 +199,8 @@ def _nuts(prior, quadratic, count, key, num_samples, chains):
     from ppl.mcmc import nuts  # a family's public API, used where that is the point
 
     def scale_model(quadratic, count):
-        import numpyro
-
-        variance = numpyro.sample("variance", prior)
-        numpyro.factor("likelihood", -0.5 * count * jnp.log(variance) - 0.5 * quadratic / variance)
+        variance = sample("variance", prior)
+        factor("likelihood", -0.5 * count * jnp.log(variance) - 0.5 * quadratic / variance)
 
     draws = nuts(
         scale_model,
@@ -267,6 +267,17 @@ def scale_posterior(
     return ScalePosterior(method, variances, log_w, ess)
 
 
+def log_marginal_likelihood(conditioned: gp.Conditioned, posterior: ScalePosterior):
+    """``log p(y) = log_normalizer - (nC / 2) log 2 pi - (C / 2) log |K_e|``: the scale
+    posterior's normalising constant times the Gaussian factors that do not involve ``s2``."""
+    count = conditioned.num_points * conditioned.num_outputs
+    return (
+        posterior.log_normalizer
+        - 0.5 * count * jnp.log(2 * jnp.pi)
+        - 0.5 * conditioned.num_outputs * conditioned.log_det
+    )
+
+
 class ScaleMixturePrediction(NamedTuple):
     """Predictive at test inputs, averaged over the scale posterior.
 
@@ -314,13 +325,7 @@ class ScaleMixtureRegression(NamedTuple):
     def log_marginal_likelihood(self):
         """``log p(y)`` with the scale integrated out (an estimate for ``"importance"``,
         ``nan`` for ``"nuts"``)."""
-        c = self.conditioned
-        count = c.num_points * c.num_outputs
-        return (
-            self.posterior.log_normalizer
-            - 0.5 * count * jnp.log(2 * jnp.pi)
-            - 0.5 * c.num_outputs * c.log_det
-        )
+        return log_marginal_likelihood(self.conditioned, self.posterior)
 
     def predict(self, x_test) -> ScaleMixturePrediction:
         """Predictive mean, variances and log densities at ``x_test``."""

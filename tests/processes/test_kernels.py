@@ -109,8 +109,7 @@ def test_kernel_gradients_are_exact_and_finite_on_the_diagonal(name):
 
 def test_relu_layer_diagonal_is_half_the_variance():
     x = jax.random.normal(key(0), (5, 3))
-    net = nngp.serial(nngp.Dense(8, W_std=1.7, b_std=0.4), nngp.Relu())
-    net = nngp.serial(*net.layers, nngp.Dense(1, W_std=1.0))
+    net = nngp.serial(nngp.Dense(8, W_std=1.7, b_std=0.4), nngp.Relu(), nngp.Dense(1, W_std=1.0))
     expected = 0.5 * (1.7**2 * jnp.sum(x * x, axis=1) / 3 + 0.4**2)
     np.testing.assert_allclose(net.kernel(x, diagonal=True), expected, rtol=1e-13)
 
