@@ -10,7 +10,8 @@ Bayesian-bootstrap distribution.
 Example:
     >>> import jax, numpy as np
     >>> from ppl.processes import martingale
-    >>> draws = martingale.bayesian_bootstrap(np.arange(5.0), key=jax.random.key(0), num_paths=3, num_steps=100)
+    >>> y = np.arange(5.0)
+    >>> draws = martingale.bayesian_bootstrap(y, key=jax.random.key(0), num_paths=3, num_steps=100)
     >>> draws["weights"].shape, draws["mean"].shape
     ((3, 5), (3,))
 """

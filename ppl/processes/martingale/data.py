@@ -75,7 +75,8 @@ def warn_outside(name: str, points: np.ndarray, data: np.ndarray, margin: float 
         warn(
             f"{int(outside.sum())} of {len(points)} rows of {name} lie outside the data's range "
             f"[{np.round(data.min(axis=0), 3).tolist()}, {np.round(data.max(axis=0), 3).tolist()}] "
-            f"widened by {margin:g} standard deviation(s): the predictive there is mostly the starting N(0, 1)"
+            f"widened by {margin:g} standard deviation(s): the predictive there is mostly "
+            "the starting N(0, 1)"
         )
 
 

@@ -5,9 +5,10 @@ A path starts from the fitted predictive ``P_n`` (the same state for every path,
 whatever :func:`run_paths`'s ``start`` adds per path, e.g. Bayesian-bootstrap weights on
 the covariates) and applies ``step(state, path_key, t, data)`` for ``t = 0 ..
 num_steps - 1``. Path ``b`` has the key ``k_b = fold_in(key, b)``; its start uses
-``fold_in(k_b, 0)`` and its step ``t`` ``fold_in(fold_in(k_b, 1), t)``, so the paths do not depend on the number of devices or
-on how the progress bar cuts the loop: the same key gives the same draws on 1 or N
-devices. The steps run as one ``lax.scan`` per chunk of the runtime's progress loop.
+``fold_in(k_b, 0)`` and its step ``t`` ``fold_in(fold_in(k_b, 1), t)``, so the paths
+do not depend on the number of devices or on how the progress bar cuts the loop: the
+same key gives the same draws on 1 or N devices. The steps run as one ``lax.scan``
+per chunk of the runtime's progress loop.
 
 Convergence: the readout (e.g. the density on the grid) is also recorded
 ``max(1, num_steps // 10)`` steps before the end; :attr:`Resampled.change` is the mean
