@@ -23,9 +23,9 @@ Example:
 
 from ppl.processes.martingale import copula, data, fitting, resampling
 from ppl.processes.martingale.bootstrap import bayesian_bootstrap
-from ppl.processes.martingale.classification import CopulaClassifier, classification
-from ppl.processes.martingale.density import CopulaDensity, density
-from ppl.processes.martingale.regression import CopulaRegression, regression
+from ppl.processes.martingale.copula_classifier import CopulaClassifier, classification
+from ppl.processes.martingale.copula_density import CopulaDensity, density
+from ppl.processes.martingale.copula_regression import CopulaRegression, regression
 from ppl.processes.martingale.resampling import Resampled, grid_mean, grid_quantile
 
 __all__ = [

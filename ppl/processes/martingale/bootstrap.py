@@ -52,7 +52,7 @@ def bayesian_bootstrap(
     Args:
         y: ``(n,)`` or ``(n, d)`` data.
         key, num_paths, num_steps, devices, progress_bar: as
-            :meth:`~ppl.processes.martingale.density.CopulaDensity.resample`.
+            :meth:`~ppl.processes.martingale.CopulaDensity.resample`.
 
     Returns:
         :class:`~ppl.processes.martingale.resampling.Resampled` with ``weights

@@ -14,7 +14,7 @@ Example:
     >>> from ppl.processes.martingale import fitting
     >>> fitting.orderings(jax.random.key(0), 5, 3).shape
     (3, 5)
-    >>> theta, value = fitting.maximise(lambda t: -jnp.sum((t - 1.0) ** 2), jnp.zeros(2))
+    >>> theta = fitting.maximise(lambda t: -jnp.sum((t - 1.0) ** 2), jnp.zeros(2))
     >>> bool(jnp.allclose(theta, 1.0, atol=1e-4))
     True
 """
@@ -71,8 +71,8 @@ def logit(rho) -> jax.Array:
 
 
 def maximise(objective: Callable, theta, *, max_steps: int = 100, tolerance: float = 1e-6):
-    """Maximise a smooth ``objective(theta) -> ()`` from ``theta`` with L-BFGS; returns
-    ``(theta, objective(theta))``. Stops after ``max_steps`` iterations or when the
+    """Maximise a smooth ``objective(theta) -> ()`` from ``theta`` with L-BFGS; returns the
+    maximiser. Stops after ``max_steps`` iterations or when the
     gradient's norm falls below ``tolerance``. Call it inside ``jax.jit``."""
 
     def loss(params):
@@ -94,4 +94,4 @@ def maximise(objective: Callable, theta, *, max_steps: int = 100, tolerance: flo
     theta = jnp.asarray(theta)
     start = (theta, optimizer.init(theta), jnp.asarray(0), jnp.asarray(jnp.inf, theta.dtype))
     theta, *_ = jax.lax.while_loop(keep_going, step, start)
-    return theta, objective(theta)
+    return theta

@@ -96,12 +96,10 @@ def _fit(x, y, orderings, theta, *, fit_bandwidth, max_steps):
         )
 
     if fit_bandwidth:
-        theta, score = fitting.maximise(objective, theta, max_steps=max_steps)
-    else:
-        score = objective(theta)
+        theta = fitting.maximise(objective, theta, max_steps=max_steps)
     rho, rho_x = jax.nn.sigmoid(theta[0]), jax.nn.sigmoid(theta[1:])
-    v = jax.vmap(lambda order: _data_pass(rho, rho_x, x[order], y[order])[0])(orderings)
-    return rho, rho_x, v, score
+    v, scores = jax.vmap(lambda order: _data_pass(rho, rho_x, x[order], y[order]))(orderings)
+    return rho, rho_x, v, jnp.mean(scores)
 
 
 class CopulaRegression(NamedTuple):
@@ -174,7 +172,7 @@ class CopulaRegression(NamedTuple):
         Args:
             x_test: ``(m, p)`` covariates; y_grid: ``(g,)`` sorted response values.
             key, num_paths, num_steps, devices, progress_bar: as
-                :meth:`~ppl.processes.martingale.density.CopulaDensity.resample`.
+                :meth:`~ppl.processes.martingale.CopulaDensity.resample`.
 
         Returns:
             :class:`~ppl.processes.martingale.resampling.Resampled` with ``density

@@ -98,12 +98,10 @@ def _fit(x, y, orderings, theta, *, fit_bandwidth, max_steps):
         )
 
     if fit_bandwidth:
-        theta, score = fitting.maximise(objective, theta, max_steps=max_steps)
-    else:
-        score = objective(theta)
+        theta = fitting.maximise(objective, theta, max_steps=max_steps)
     rho, rho_x = jax.nn.sigmoid(theta[0]), jax.nn.sigmoid(theta[1:])
-    log_v = jax.vmap(lambda order: _data_pass(rho, rho_x, x[order], y[order])[0])(orderings)
-    return rho, rho_x, log_v, score
+    log_v, scores = jax.vmap(lambda order: _data_pass(rho, rho_x, x[order], y[order]))(orderings)
+    return rho, rho_x, log_v, jnp.mean(scores)
 
 
 class CopulaClassifier(NamedTuple):
@@ -164,7 +162,7 @@ class CopulaClassifier(NamedTuple):
         Returns:
             :class:`~ppl.processes.martingale.resampling.Resampled` with ``probability
             (B, test_point)``. Arguments as
-            :meth:`~ppl.processes.martingale.density.CopulaDensity.resample`.
+            :meth:`~ppl.processes.martingale.CopulaDensity.resample`.
         """
         key = runtime_keys.validate_key(key)
         num_paths, num_steps = check_count("num_paths", num_paths), check_count("num_steps", num_steps)
@@ -248,7 +246,7 @@ def classification(
     Args:
         x: ``(n, p)`` covariates (standardised internally); y: ``(n,)`` labels in ``{0, 1}``.
         key, num_permutations, rho, rho_x, per_feature, max_steps: as
-            :func:`~ppl.processes.martingale.regression.regression`.
+            :func:`~ppl.processes.martingale.regression`.
 
     Raises:
         ValueError: on empty, non-finite or mismatched data, labels other than 0 and 1,

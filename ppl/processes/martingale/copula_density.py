@@ -85,12 +85,10 @@ def _fit(rows, orderings, theta, *, fit_bandwidth, max_steps):
         return prequential_log_likelihood(jax.nn.sigmoid(theta), rows, orderings)
 
     if fit_bandwidth:
-        theta, score = fitting.maximise(objective, theta, max_steps=max_steps)
-    else:
-        score = objective(theta)
+        theta = fitting.maximise(objective, theta, max_steps=max_steps)
     rho = jax.nn.sigmoid(theta)
-    v = jax.vmap(lambda order: _data_pass(rho, rows[order])[0])(orderings)
-    return rho, v, score
+    v, scores = jax.vmap(lambda order: _data_pass(rho, rows[order]))(orderings)
+    return rho, v, jnp.mean(scores)
 
 
 class CopulaDensity(NamedTuple):
