@@ -65,7 +65,7 @@ def check_count(name: str, value) -> int:
     return int(value)
 
 
-def warn_outside(name: str, points: np.ndarray, data: np.ndarray, margin: float = 1.0) -> None:
+def warn_outside(name: str, points: np.ndarray, data: np.ndarray, margin: float = 2.0) -> None:
     """Warn (with counts) if rows of ``points`` lie beyond the data's range by more than
     ``margin`` standard deviations in some feature: the predictive there is ``P_0``
     barely moved, which is rarely what was meant (e.g. a grid on another scale)."""
