@@ -185,6 +185,16 @@ def test_prequential_log_likelihood_and_gradient_match_direct_loops():
     assert abs(direct(0.7, shift=1) - direct(0.7)) > 1e-3
 
 
+def test_forward_gradient_equals_reverse_mode():
+    def fn(theta):
+        return jnp.sum(jnp.sin(theta) * jnp.arange(1.0, 4.0)) + jnp.prod(theta)
+
+    theta = jnp.array([0.3, -1.2, 2.0])
+    wrapped = martingale.fitting.forward_gradient(fn)
+    np.testing.assert_allclose(jax.grad(wrapped)(theta), jax.grad(fn)(theta), rtol=1e-12)
+    assert float(wrapped(theta)) == float(fn(theta))
+
+
 def test_fitted_log_scores_match_direct_loops(
     regression_fit, classifier_fit, regression_data, classification_data
 ):
