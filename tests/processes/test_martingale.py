@@ -8,6 +8,8 @@ paths); over the ``<= 161`` grid points of a test the chance of a false failure 
 ``161 * 6e-7 = 1e-4`` for any seed.
 """
 
+import warnings
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -114,13 +116,15 @@ def fits():
     """Fitted densities of 3 samples per size, of N(0, 1) (``"normal"``) and of the mixture."""
     rng = np.random.default_rng(seed(1))
     draw = {"normal": lambda n: rng.normal(size=n), "mixture": lambda n: _mixture(rng, n)}
-    return {
-        kind: {
-            n: [martingale.density(sample(n), key=key(1 + r), num_permutations=3) for r in range(3)]
-            for n in SIZES
+    with warnings.catch_warnings():  # normal data: rho -> 0, which warns (checked below)
+        warnings.simplefilter("ignore")
+        return {
+            kind: {
+                n: [martingale.density(sample(n), key=key(1 + r), num_permutations=3) for r in range(3)]
+                for n in SIZES
+            }
+            for kind, sample in draw.items()
         }
-        for kind, sample in draw.items()
-    }
 
 
 @pytest.fixture(scope="module")
@@ -406,6 +410,8 @@ def test_bad_input_gets_clear_errors(density_fit, classifier_fit, regression_dat
         density_fit.resample(GRID * 100, key=key(0), num_paths=2, num_steps=2)
     with pytest.raises(ValueError, match="x_test has 3 features"):
         classifier_fit.resample(np.zeros((2, 3)), key=key(0))
+    with pytest.warns(UserWarning, match="barely moves"):  # normal quantiles: rho -> 0
+        martingale.density(stats.norm.ppf((np.arange(30) + 0.5) / 30), key=key(22), num_permutations=3)
     x, y = regression_data
     with pytest.raises(ValueError, match="x has 25 rows .* and y 24"):
         martingale.regression(x, y[:24], key=key(0))

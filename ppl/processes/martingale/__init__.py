@@ -14,7 +14,8 @@ a convergence report) that exports to ArviZ.
 Example:
     >>> import jax, numpy as np
     >>> from ppl.processes import martingale
-    >>> y = np.random.default_rng(0).normal(size=30)
+    >>> rng = np.random.default_rng(0)
+    >>> y = np.concatenate([rng.normal(-2, 0.5, 20), rng.normal(1, 0.5, 10)])  # bimodal
     >>> fit = martingale.density(y, key=jax.random.key(0), num_permutations=2)
     >>> draws = fit.resample(np.linspace(-3, 3, 13), key=jax.random.key(1), num_paths=8, num_steps=100)
     >>> draws["mean"].shape

@@ -260,6 +260,11 @@ def classification(
     dtype = jnp.result_type(float)
     xs, ys = jnp.asarray(x_scaler.apply(x_rows), dtype), jnp.asarray(labels, dtype)
     theta = fitting.covariate_theta(rho, rho_x, x_rows.shape[1], per_feature=per_feature)
+    fit_bandwidth = rho is None
     orderings = fitting.orderings(key, len(x_rows), num_permutations)
-    rho, rho_x, log_v, score = _fit(xs, ys, orderings, theta, fit_bandwidth=rho is None, max_steps=max_steps)
+    rho, rho_x, log_v, score = _fit(
+        xs, ys, orderings, theta, fit_bandwidth=fit_bandwidth, max_steps=max_steps
+    )
+    if fit_bandwidth:
+        fitting.warn_if_degenerate(rho, "labels")
     return CopulaClassifier(rho, rho_x, log_v, xs[orderings], ys[orderings], score, x_scaler, x_rows, labels)

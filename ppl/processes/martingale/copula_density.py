@@ -10,7 +10,8 @@ mean) on a grid: the martingale posterior.
 Example:
     >>> import jax, numpy as np
     >>> from ppl.processes import martingale
-    >>> y = np.random.default_rng(0).normal(size=30)
+    >>> rng = np.random.default_rng(0)
+    >>> y = np.concatenate([rng.normal(-2, 0.5, 20), rng.normal(1, 0.5, 10)])  # bimodal
     >>> fit = martingale.density(y, key=jax.random.key(0), num_permutations=2)
     >>> grid = np.linspace(-3, 3, 7)
     >>> fit.log_density(grid).shape
@@ -175,7 +176,7 @@ class CopulaDensity(NamedTuple):
             progress_bar=progress_bar,
             description="martingale density",
         )
-        jacobian = np.exp(self.scaler.log_jacobian())
+        jacobian = float(np.exp(self.scaler.log_jacobian()))
         draws = {"density": density * jacobian}
         dims = {"density": ("grid_point",)}
         coords = {"grid_point": np.arange(len(points))}
@@ -237,6 +238,9 @@ def density(
     rows = jnp.asarray(scaler.apply(data), jnp.result_type(float))
     shape = (data.shape[1],) if per_feature else ()
     theta = fitting.logit(fitting.initial_rho(rho, shape, default=0.9))
+    fit_bandwidth = rho is None
     orderings = fitting.orderings(key, len(data), num_permutations)
-    rho, cdfs, score = _fit(rows, orderings, theta, fit_bandwidth=rho is None, max_steps=max_steps)
+    rho, cdfs, score = _fit(rows, orderings, theta, fit_bandwidth=fit_bandwidth, max_steps=max_steps)
+    if fit_bandwidth:
+        fitting.warn_if_degenerate(rho, "density")
     return CopulaDensity(rho, cdfs, score, scaler, data)

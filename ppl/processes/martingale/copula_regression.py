@@ -204,7 +204,7 @@ class CopulaRegression(NamedTuple):
             progress_bar=progress_bar,
             description="martingale regression",
         )
-        jacobian = np.exp(self.y_scaler.log_jacobian())
+        jacobian = float(np.exp(self.y_scaler.log_jacobian()))
         density = density * jacobian
         log_cdf = state[0]
         draws = {"density": density, "cdf": np.exp(log_cdf[..., 0]), "mean": grid_mean(grid[:, 0], density)}
@@ -284,8 +284,11 @@ def regression(
     dtype = jnp.result_type(float)
     xs, ys = jnp.asarray(x_scaler.apply(x_rows), dtype), jnp.asarray(y_scaler.apply(y_rows), dtype)
     theta = fitting.covariate_theta(rho, rho_x, x_rows.shape[1], per_feature=per_feature)
+    fit_bandwidth = rho is None
     orderings = fitting.orderings(key, len(x_rows), num_permutations)
-    rho, rho_x, cdfs, score = _fit(xs, ys, orderings, theta, fit_bandwidth=rho is None, max_steps=max_steps)
+    rho, rho_x, cdfs, score = _fit(xs, ys, orderings, theta, fit_bandwidth=fit_bandwidth, max_steps=max_steps)
+    if fit_bandwidth:
+        fitting.warn_if_degenerate(rho, "response")
     return CopulaRegression(
         rho, rho_x, cdfs, xs[orderings], score, x_scaler, y_scaler, x_rows, y_rows[:, 0:1]
     )

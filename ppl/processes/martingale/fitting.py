@@ -28,7 +28,40 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-__all__ = ["covariate_theta", "forward_gradient", "initial_rho", "logit", "maximise", "orderings"]
+from ppl.errors import warn
+
+__all__ = [
+    "SMALL_RHO",
+    "covariate_theta",
+    "forward_gradient",
+    "initial_rho",
+    "logit",
+    "maximise",
+    "orderings",
+    "warn_if_degenerate",
+]
+
+
+#: A fitted response bandwidth below this leaves the predictive almost where it started.
+SMALL_RHO = 0.05
+
+
+def warn_if_degenerate(rho, what: str) -> None:
+    """Warn when a fitted bandwidth ``rho`` of the response is below :data:`SMALL_RHO`.
+
+    On standardised data the start ``P_0 = N(0, 1)`` may already score as well as any
+    update (near-Gaussian data): the prequential fit then drives ``rho`` to 0, the
+    predictive never moves, and predictive resampling gives an almost point-mass
+    posterior that ignores the sampling uncertainty of the standardisation. The copula
+    is not the right predictive there; a fixed ``rho`` or the Bayesian bootstrap is.
+    """
+    value = float(rho)
+    if value < SMALL_RHO:
+        warn(
+            f"the fitted bandwidth rho of the {what} is {value:.2g} (< {SMALL_RHO}): the copula predictive "
+            "barely moves from the starting N(0, 1) (near-Gaussian data), so its martingale posterior has "
+            "almost no spread. Pass a fixed rho= (e.g. 0.8) or use martingale.bayesian_bootstrap."
+        )
 
 
 def orderings(key, num_rows: int, num_permutations: int) -> jax.Array:

@@ -105,8 +105,8 @@ class Resampled:
 def grid_mean(grid, density) -> np.ndarray:
     """``int y p(y) dy`` by the trapezoid rule on a sorted 1-D ``grid (g,)``, for densities
     ``(..., g)``; accurate when the grid covers the mass."""
-    grid = np.asarray(grid, dtype=float)
     density = np.asarray(density)
+    grid = np.asarray(grid, dtype=density.dtype)
     return np.trapezoid(grid * density, grid, axis=-1) / np.trapezoid(density, grid, axis=-1)
 
 
