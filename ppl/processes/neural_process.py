@@ -12,7 +12,8 @@ ported into the authors' NPF code from juho-lee/bnp): per task ``x ~ U(-2, 2)`` 
 ``l ~ U(0.1, 0.6)``, ``s ~ U(0.1, 1.0)``, ``p ~ U(0.1, 0.5)``, and
 ``y ~ N(0, K + sigma_eps^2 I)`` with ``sigma_eps`` = :data:`NOISE_STD` = 0.02. With
 ``noise="student_t"``, ``y += tau * t_2.1`` with ``tau = 0.15 U(0, 1)`` drawn **per point**.
-Targets include the context (the NPF / bnp convention): the context is slots
+Targets include the context (bnp's training convention; NPF's ``mask_tar`` marks only the
+extra points): the context is slots
 ``0 .. num_context - 1``, the targets are slots ``0 .. num_context + num_extra - 1``. Training
 losses use all targets; :func:`oracle_log_likelihood` and ``log_likelihood`` report the
 **context LL** over the context points and the **target LL** over the target points that are
@@ -31,7 +32,9 @@ the *Gaussian-noise oracle*, and a model can beat it.
 * :func:`latent_np`: a deterministic path ``r`` and a latent path
   ``z ~ N(mu(s), 0.1 + 0.9 sigmoid(.))``, ``s = mean_i h'(x_i, y_i)``; ELBO with
   ``q(z | context U targets)`` against ``p(z | context)``, both terms divided by the number of
-  targets (NPF). Evaluation: ``log mean_k p(y_i | x_i, r, z_k)`` per point, ``z_k ~ p(z | context)``.
+  targets (NPF's NP for ``K = 1``; with ``K > 1`` the K-sample ELBO is averaged, where bnp
+  trains the importance-weighted bound). Evaluation: ``log mean_k p(y_i | x_i, r, z_k)`` per
+  point, ``z_k ~ p(z | context)``.
 * :func:`mpnp` (Lee, Yun, Nam, Fong & Lee, ICLR 2023, arXiv 2304.09431): the CNP's encoder
   and decoder plus a **generator of pseudo-context representations**: an ISAB (induced set
   attention block, Set Transformer) over the set ``{context representations} U {noise
@@ -40,12 +43,13 @@ the *Gaussian-noise oracle*, and a model can beat it.
   function parameter is the mean of ``R_c U R'^(k)`` (amortised inference by the encoder on
   context plus pseudo-context), ``k = 1..K`` (``num_samples``). Loss, weights 1 / 1 / 0.1::
 
-      L_marg   = -log (1/K) sum_k exp ll(Y_T | theta(R_c U R'^(k)))
+      L_marg   = -mean_i log (1/K) sum_k p(y_i | theta(R_c U R'^(k)))
       L_amort  = -ll(Y_T | theta(R_T))                (the encoder given the whole task)
       L_pseudo = -(1/K) sum_k ll(Y_T | theta(R'^(k)))
 
-  each ``ll`` summed over the targets and divided by their number. Evaluation: the per-point
-  mixture ``log mean_k p(y_i | theta(R_c U R'^(k)))``.
+  ``ll`` summed over the targets and divided by their number; ``L_marg`` is the per-point
+  mixture over pseudo-context draws (as bnp's BNP trains), exactly what evaluation reports:
+  ``log mean_k p(y_i | theta(R_c U R'^(k)))`` per point.
 
   Deviations from the paper, stated because the paper's method section and equations could
   not be read here (only its abstract, introduction and the Figure-1 description: pseudo
@@ -271,13 +275,17 @@ def check_batch(batch: TaskBatch, name: str = "batch") -> TaskBatch:
     Raises:
         TypeError: if ``batch`` is not a :class:`TaskBatch`.
         ValueError: naming the array and the shapes, on mismatched shapes, a task without
-            context points, targets that do not include the context, or non-finite values.
+            context points or without targets outside the context, targets that do not
+            include the context (masks, or ``x`` values), per-task fields out of range, or
+            non-finite values at unmasked points. Padded slots are set to 0. The models
+            condition on ``y_context``, the oracle on ``y_target`` at the context slots;
+            they may differ on purpose (e.g. a context with its values hidden).
     """
     if not isinstance(batch, TaskBatch):
         raise TypeError(f"{name} must be a TaskBatch (from sample_tasks), got {type(batch).__name__}")
     batch = TaskBatch(*(jnp.asarray(a) for a in batch))
     if any(isinstance(leaf, jax.core.Tracer) for leaf in batch):
-        return batch
+        return _zero_padding(batch)
     shape = batch.x_target.shape
     if len(shape) != 2:
         raise ValueError(f"{name}.x_target must have shape (num_tasks, num_points), got {shape}")
@@ -294,12 +302,29 @@ def check_batch(batch: TaskBatch, name: str = "batch") -> TaskBatch:
     for field in ("mask_context", "mask_target"):
         if getattr(batch, field).dtype != jnp.bool_:
             raise ValueError(f"{name}.{field} must be boolean, got dtype {getattr(batch, field).dtype}")
+    for field, count in (("kernel", len(KERNELS)), ("noise", len(NOISES))):
+        values = np.asarray(getattr(batch, field))
+        if not np.issubdtype(values.dtype, np.integer) or np.any((values < 0) | (values >= count)):
+            raise ValueError(
+                f"{name}.{field} must hold integers in [0, {count}), got {values.dtype} values {values[:5]}"
+            )
+    for field in ("lengthscale", "scale", "period"):
+        values = np.asarray(getattr(batch, field))
+        bad = np.flatnonzero(~(values > 0))
+        if bad.size:
+            raise ValueError(f"{name}.{field} must be > 0; {bad.size} task(s) are not (first: task {bad[0]})")
     mask_context, mask_target = np.asarray(batch.mask_context), np.asarray(batch.mask_target)
     empty = np.flatnonzero(mask_context.sum(axis=1) == 0)
     if empty.size:
         raise ValueError(f"{name} has {empty.size} task(s) with an empty context (first: task {empty[0]})")
     if np.any(mask_context & ~mask_target):
         raise ValueError(f"{name}.mask_target must include the context points (targets include the context)")
+    no_targets = np.flatnonzero((mask_target & ~mask_context).sum(axis=1) == 0)
+    if no_targets.size:
+        raise ValueError(
+            f"{name} has {no_targets.size} task(s) without targets outside the context "
+            f"(first: task {no_targets[0]})"
+        )
     for field, mask in (
         ("x_context", mask_context),
         ("y_context", mask_context),
@@ -312,7 +337,26 @@ def check_batch(batch: TaskBatch, name: str = "batch") -> TaskBatch:
             raise ValueError(
                 f"{name}.{field} {values.shape} has {int(bad.sum())} non-finite values at unmasked points"
             )
-    return batch
+    context, target = np.asarray(batch.x_context), np.asarray(batch.x_target)
+    differ = np.flatnonzero((mask_context & (context != target)).any(axis=1))
+    if differ.size:
+        raise ValueError(
+            f"{name}.x_context differs from {name}.x_target at context points in {differ.size} task(s) "
+            f"(first: task {differ[0]}); the targets include the context, slot for slot"
+        )
+    return _zero_padding(batch)
+
+
+def _zero_padding(batch: TaskBatch) -> TaskBatch:
+    """Padded slots set to 0: masked-out values must not reach a gradient (``0 * nan = nan``)."""
+    context, target = batch.mask_context, batch.mask_target
+    return batch._replace(
+        x_context=jnp.where(context, batch.x_context, 0.0),
+        y_context=jnp.where(context, batch.y_context, 0.0),
+        x_target=jnp.where(target, batch.x_target, 0.0),
+        y_target=jnp.where(target, batch.y_target, 0.0),
+        noise_scale=jnp.where(target, batch.noise_scale, 0.0),
+    )
 
 
 # ------------------------------------------------------------------ oracle
@@ -420,11 +464,11 @@ class NeuralProcess(NamedTuple):
 
     def init(self, rng_key) -> dict:
         """Parameters (a dict pytree of arrays) from ``rng_key``."""
-        return _init_params(self, validate_key(rng_key, "rng_key"))
+        return _init_params(_checked(self), validate_key(rng_key, "rng_key"))
 
     def loss(self, params, rng_key, batch: TaskBatch):
         """The training loss (a scalar, mean over tasks; see the module docstring)."""
-        return _loss(self, params, validate_key(rng_key, "rng_key"), check_batch(batch))
+        return _loss(_checked(self), params, validate_key(rng_key, "rng_key"), check_batch(batch))
 
     def log_likelihood(self, params, rng_key, batch: TaskBatch, num_samples: int = 16):
         """``(context_ll, target_ll)``, each ``(B,)``: per-point marginal predictive log-densities
@@ -432,7 +476,11 @@ class NeuralProcess(NamedTuple):
         and MPNP use ``log mean_k`` over ``num_samples`` draws (ignored by the CNP)."""
         batch = check_batch(batch)
         return _log_likelihood(
-            self, params, validate_key(rng_key, "rng_key"), batch, _check_count("num_samples", num_samples)
+            _checked(self),
+            params,
+            validate_key(rng_key, "rng_key"),
+            batch,
+            _check_count("num_samples", num_samples),
         )
 
     def predict(
@@ -442,11 +490,17 @@ class NeuralProcess(NamedTuple):
         (``num_samples = 1`` for the CNP). ``x_context``, ``y_context``: ``(n,)`` or ``(B, n)``;
         ``x_target``: ``(m,)`` or ``(B, m)``; ``mask_context`` (default all) selects context points."""
         return _predict_checked(
-            self, params, rng_key, x_context, y_context, x_target, num_samples, mask_context
+            _checked(self), params, rng_key, x_context, y_context, x_target, num_samples, mask_context
         )
 
 
-def _check_model(kind, hidden, r_dim, encoder_layers, decoder_layers, num_samples, **extra):
+def _checked(model: NeuralProcess) -> NeuralProcess:
+    if model.kind not in MODELS:
+        raise ValueError(f"NeuralProcess kind must be one of {MODELS}, got {model.kind!r}")
+    return model
+
+
+def _check_model(hidden, r_dim, encoder_layers, decoder_layers, num_samples, **extra):
     for name, value in (
         ("hidden", hidden),
         ("r_dim", r_dim),
@@ -462,7 +516,7 @@ def cnp(
     *, hidden: int = 64, r_dim: int = 64, encoder_layers: int = 2, decoder_layers: int = 2
 ) -> NeuralProcess:
     """A conditional neural process (Garnelo et al., 2018)."""
-    _check_model("cnp", hidden, r_dim, encoder_layers, decoder_layers, 1)
+    _check_model(hidden, r_dim, encoder_layers, decoder_layers, 1)
     return NeuralProcess("cnp", int(hidden), int(r_dim), int(encoder_layers), int(decoder_layers))
 
 
@@ -476,7 +530,7 @@ def latent_np(
 ) -> NeuralProcess:
     """A latent neural process with deterministic and latent paths, trained by the ELBO
     with ``num_samples`` draws of ``z ~ q(z | context U targets)``."""
-    _check_model("np", hidden, r_dim, encoder_layers, decoder_layers, num_samples)
+    _check_model(hidden, r_dim, encoder_layers, decoder_layers, num_samples)
     return NeuralProcess(
         "np", int(hidden), int(r_dim), int(encoder_layers), int(decoder_layers), int(num_samples)
     )
@@ -497,7 +551,6 @@ def mpnp(
     """A martingale-posterior neural process: ``num_samples`` (``K``) pseudo-context draws of
     ``num_pseudo`` representations each from an ISAB generator (see the module docstring)."""
     _check_model(
-        "mpnp",
         hidden,
         r_dim,
         encoder_layers,
@@ -690,12 +743,13 @@ def _task_loss(model, params, rng_key, task: TaskBatch):
         with_context, alone = _pseudo_theta(
             model, params, jax.random.fold_in(rng_key, k), representations, m_c
         )
-        return target_ll(*_decode(model, params, x_t, with_context)), target_ll(
+        return _normal_log_density(y_t, *_decode(model, params, x_t, with_context)), target_ll(
             *_decode(model, params, x_t, alone)
         )
 
-    ll_with_context, ll_pseudo = jax.vmap(draw)(jnp.arange(model.num_samples))
-    marginal = -(logsumexp(ll_with_context) - jnp.log(model.num_samples))
+    point_ll, ll_pseudo = jax.vmap(draw)(jnp.arange(model.num_samples))  # (K, N), (K,)
+    # The per-point mixture over pseudo-context draws: what log_likelihood reports.
+    marginal = -_masked_mean(logsumexp(point_ll, axis=0) - jnp.log(model.num_samples), m_t)
     whole = _masked_mean(_represent(params["encoder"], x_t, y_t), m_t[:, None], axis=0)
     amortisation = -target_ll(*_decode(model, params, x_t, whole))
     pseudo_loss = -jnp.mean(ll_pseudo)
@@ -832,7 +886,7 @@ def _advance(carry, steps, train_key, tasks, *, model, generator, optimizer: ByV
             batch = jax.tree.map(lambda a: a[index], tasks)
         loss, grads = jax.value_and_grad(lambda p: _batch_loss(model, p, loss_key, batch))(params)
         updates, opt_state = optimizer.value.update(grads, opt_state, params)
-        return (optax.apply_updates(params, updates), opt_state), loss
+        return (optax.apply_updates(params, updates), opt_state), (loss, optax.tree.norm(grads))
 
     return jax.lax.scan(body, carry, steps)
 
@@ -870,6 +924,7 @@ def fit(
         raise TypeError(
             f"model must be a NeuralProcess (from cnp, latent_np or mpnp), got {type(model).__name__}"
         )
+    _checked(model)
     key = validate_key(key)
     steps, batch_size = _check_count("steps", steps), _check_count("batch_size", batch_size)
     if isinstance(tasks, GPTasks):
@@ -890,16 +945,17 @@ def fit(
         batch_size=batch_size,
     )
 
-    def check_losses(carry, losses, stop):
-        bad = np.flatnonzero(~np.isfinite(losses))
+    def check_losses(carry, outputs, stop):
+        losses, grad_norms = outputs
+        bad = np.flatnonzero(~(np.isfinite(losses) & np.isfinite(grad_norms)))
         if bad.size:
             step = stop - len(losses) + int(bad[0])
             raise ValueError(
-                f"the {model.kind} loss became non-finite ({losses[bad[0]]}) at step {step} of {steps}; "
-                "lower the learning rate or check the tasks"
+                f"the {model.kind} loss ({losses[bad[0]]}) or its gradient (norm {grad_norms[bad[0]]}) "
+                f"became non-finite at step {step} of {steps}; lower the learning rate or check the tasks"
             )
 
-    (params, _), losses = scan_in_chunks(
+    (params, _), (losses, _) = scan_in_chunks(
         advance,
         carry,
         np.arange(steps),
