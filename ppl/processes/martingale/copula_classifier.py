@@ -21,7 +21,6 @@ Example:
 
 from __future__ import annotations
 
-import functools
 from typing import NamedTuple
 
 import jax
@@ -66,8 +65,7 @@ def _data_pass(rho, rho_x, x, y):
 def prequential_log_likelihood(rho, rho_x, x, y, orderings):
     """Mean over orderings of ``(1/n) sum_i log p_{i-1}(y_i | x_i)``; standardised
     ``x (n, p)``, labels ``y (n,)`` in ``{0, 1}``, ``orderings (P, n)``."""
-    scores = jax.vmap(lambda order: _data_pass(rho, rho_x, x[order], y[order])[1])(orderings)
-    return jnp.mean(scores)
+    return fitting.conditional_prequential(_data_pass, rho, rho_x, x, y, orderings)
 
 
 def _point_pass(rho, rho_x, log_v, x_data, y_data, x_point):
@@ -88,20 +86,6 @@ def _averaged_log_probability(rho, rho_x, log_v, x_ordered, y_ordered, x_points)
         rho, rho_x, log_v, x_ordered, y_ordered, x_points
     )
     return logsumexp(per_order, axis=0) - jnp.log(log_v.shape[0])
-
-
-@functools.partial(jax.jit, static_argnames=("fit_bandwidth", "max_steps"))
-def _fit(x, y, orderings, theta, *, fit_bandwidth, max_steps):
-    def objective(theta):
-        return prequential_log_likelihood(
-            jax.nn.sigmoid(theta[0]), jax.nn.sigmoid(theta[1:]), x, y, orderings
-        )
-
-    if fit_bandwidth:
-        theta = fitting.maximise(objective, theta, max_steps=max_steps)
-    rho, rho_x = jax.nn.sigmoid(theta[0]), jax.nn.sigmoid(theta[1:])
-    log_v, scores = jax.vmap(lambda order: _data_pass(rho, rho_x, x[order], y[order]))(orderings)
-    return rho, rho_x, log_v, jnp.mean(scores)
 
 
 class CopulaClassifier(NamedTuple):
@@ -262,8 +246,8 @@ def classification(
     theta = fitting.covariate_theta(rho, rho_x, x_rows.shape[1], per_feature=per_feature)
     fit_bandwidth = rho is None
     orderings = fitting.orderings(key, len(x_rows), num_permutations)
-    rho, rho_x, log_v, score = _fit(
-        xs, ys, orderings, theta, fit_bandwidth=fit_bandwidth, max_steps=max_steps
+    rho, rho_x, log_v, score = fitting.fit_conditional(
+        _data_pass, xs, ys, orderings, theta, fit_bandwidth=fit_bandwidth, max_steps=max_steps
     )
     if fit_bandwidth:
         fitting.warn_if_degenerate(rho, "labels")

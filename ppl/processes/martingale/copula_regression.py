@@ -20,7 +20,6 @@ Example:
 
 from __future__ import annotations
 
-import functools
 from typing import NamedTuple
 
 import jax
@@ -61,8 +60,7 @@ def _data_pass(rho, rho_x, x, y):
 def prequential_log_likelihood(rho, rho_x, x, y, orderings):
     """Mean over orderings of ``(1/n) sum_i log p_{i-1}(y_i | x_i)`` on standardised
     ``x (n, p)``, ``y (n, 1)``; ``orderings (P, n)``."""
-    scores = jax.vmap(lambda order: _data_pass(rho, rho_x, x[order], y[order])[1])(orderings)
-    return jnp.mean(scores)
+    return fitting.conditional_prequential(_data_pass, rho, rho_x, x, y, orderings)
 
 
 def _point_pass(rho, rho_x, v, x_data, x_point, y_point):
@@ -86,20 +84,6 @@ def _averaged_state(rho, rho_x, v, x_ordered, x_points, y_points):
         rho, rho_x, v, x_ordered, x_points, y_points
     )
     return jax.tree.map(lambda a: logsumexp(a, axis=0) - jnp.log(v.shape[0]), per_order)
-
-
-@functools.partial(jax.jit, static_argnames=("fit_bandwidth", "max_steps"))
-def _fit(x, y, orderings, theta, *, fit_bandwidth, max_steps):
-    def objective(theta):
-        return prequential_log_likelihood(
-            jax.nn.sigmoid(theta[0]), jax.nn.sigmoid(theta[1:]), x, y, orderings
-        )
-
-    if fit_bandwidth:
-        theta = fitting.maximise(objective, theta, max_steps=max_steps)
-    rho, rho_x = jax.nn.sigmoid(theta[0]), jax.nn.sigmoid(theta[1:])
-    v, scores = jax.vmap(lambda order: _data_pass(rho, rho_x, x[order], y[order]))(orderings)
-    return rho, rho_x, v, jnp.mean(scores)
 
 
 class CopulaRegression(NamedTuple):
@@ -286,7 +270,9 @@ def regression(
     theta = fitting.covariate_theta(rho, rho_x, x_rows.shape[1], per_feature=per_feature)
     fit_bandwidth = rho is None
     orderings = fitting.orderings(key, len(x_rows), num_permutations)
-    rho, rho_x, cdfs, score = _fit(xs, ys, orderings, theta, fit_bandwidth=fit_bandwidth, max_steps=max_steps)
+    rho, rho_x, cdfs, score = fitting.fit_conditional(
+        _data_pass, xs, ys, orderings, theta, fit_bandwidth=fit_bandwidth, max_steps=max_steps
+    )
     if fit_bandwidth:
         fitting.warn_if_degenerate(rho, "response")
     return CopulaRegression(

@@ -21,6 +21,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import jax
@@ -32,7 +33,9 @@ from ppl.errors import warn
 
 __all__ = [
     "SMALL_RHO",
+    "conditional_prequential",
     "covariate_theta",
+    "fit_conditional",
     "forward_gradient",
     "initial_rho",
     "logit",
@@ -156,3 +159,30 @@ def maximise(objective: Callable, theta, *, max_steps: int = 100, tolerance: flo
     start = (theta, optimizer.init(theta), jnp.asarray(0), inf, inf, inf)
     theta, *_ = jax.lax.while_loop(keep_going, step, start)
     return theta
+
+
+def conditional_prequential(data_pass: Callable, rho, rho_x, x, y, orderings) -> jax.Array:
+    """Mean over ``orderings (P, n)`` of the prequential log-likelihood of a conditional
+    model whose one-ordering pass is ``data_pass(rho, rho_x, x, y) -> (states, scores (n,))``."""
+    return jnp.mean(jax.vmap(lambda order: data_pass(rho, rho_x, x[order], y[order])[1])(orderings))
+
+
+@functools.partial(jax.jit, static_argnames=("data_pass", "fit_bandwidth", "max_steps"))
+def fit_conditional(data_pass: Callable, x, y, orderings, theta, *, fit_bandwidth: bool, max_steps: int):
+    """Fit ``theta = logit([rho, *rho_x])`` of a conditional model (regression, classifier)
+    by :func:`maximise` (or keep it), then run its pass once per ordering.
+
+    Returns:
+        ``(rho, rho_x (p,), states (P, n, ...), prequential log-likelihood)``.
+    """
+
+    def objective(theta):
+        return conditional_prequential(
+            data_pass, jax.nn.sigmoid(theta[0]), jax.nn.sigmoid(theta[1:]), x, y, orderings
+        )
+
+    if fit_bandwidth:
+        theta = maximise(objective, theta, max_steps=max_steps)
+    rho, rho_x = jax.nn.sigmoid(theta[0]), jax.nn.sigmoid(theta[1:])
+    states, scores = jax.vmap(lambda order: data_pass(rho, rho_x, x[order], y[order]))(orderings)
+    return rho, rho_x, states, jnp.mean(scores)
