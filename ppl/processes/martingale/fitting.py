@@ -32,6 +32,7 @@ import optax
 from ppl.errors import warn
 
 __all__ = [
+    "FORWARD_MODE_MAX",
     "SMALL_RHO",
     "conditional_prequential",
     "covariate_theta",
@@ -44,6 +45,10 @@ __all__ = [
     "warn_if_degenerate",
 ]
 
+
+#: Gradients in forward mode (:func:`forward_gradient`) up to this many bandwidths, in
+#: reverse mode above: one ``jvp`` per bandwidth against about five forward passes.
+FORWARD_MODE_MAX = 16
 
 #: A fitted response bandwidth below this leaves the predictive almost where it started.
 SMALL_RHO = 0.05
@@ -132,12 +137,23 @@ def forward_gradient(fn: Callable) -> Callable:
 
 def maximise(objective: Callable, theta, *, max_steps: int = 100, tolerance: float = 1e-6):
     """Maximise a smooth ``objective(theta) -> ()`` from ``theta`` with L-BFGS; returns the
-    maximiser. Stops after ``max_steps`` iterations, when the gradient's norm falls below
-    ``tolerance``, or when an iteration improves the objective by less than ``1e-9``
-    relative (a maximum on the boundary, e.g. ``rho -> 0`` for Gaussian data, where the
-    gradient in ``theta`` vanishes only slowly). Call it inside ``jax.jit``."""
+    maximiser. Gradients in forward mode for up to :data:`FORWARD_MODE_MAX` parameters
+    (the long scans inside store nothing), in reverse mode above. Stops after
+    ``max_steps`` iterations, when the gradient's norm falls below ``tolerance``, or when
+    an iteration improves the objective by less than ``1e-9`` relative (a maximum on the
+    boundary, e.g. ``rho -> 0`` for Gaussian data, where the gradient in ``theta``
+    vanishes only slowly). Call it inside ``jax.jit``.
 
-    loss = forward_gradient(lambda params: -objective(params))
+    Measured on the authors' benchmarks (``benchmarks/martingale.py``): forward mode fits
+    the breast-cancer density (1 bandwidth, n = 284, d = 26) in 20 s and 0.8 GB where
+    reverse mode took about 210 s and 16.6 GB; the diabetes regression (11) takes 15 s
+    either way; the breast-cancer classifier (31) 33 s in reverse mode, 122 s forward."""
+    theta = jnp.asarray(theta)
+
+    def negative(params):
+        return -objective(params)
+
+    loss = forward_gradient(negative) if theta.size <= FORWARD_MODE_MAX else negative
 
     optimizer = optax.lbfgs()
     value_and_grad = optax.value_and_grad_from_state(loss)
@@ -154,7 +170,6 @@ def maximise(objective: Callable, theta, *, max_steps: int = 100, tolerance: flo
         stalled = (count > 0) & (jnp.abs(value - new_value) <= 1e-9 * jnp.maximum(1.0, jnp.abs(value)))
         return (count < max_steps) & (grad_norm > tolerance) & ~stalled
 
-    theta = jnp.asarray(theta)
     inf = jnp.asarray(jnp.inf, theta.dtype)
     start = (theta, optimizer.init(theta), jnp.asarray(0), inf, inf, inf)
     theta, *_ = jax.lax.while_loop(keep_going, step, start)
