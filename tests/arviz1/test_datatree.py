@@ -111,3 +111,22 @@ def test_netcdf_round_trip(tree, tmp_path):
     # fully in memory: the file can go away
     (tmp_path / "posterior.nc").unlink()
     assert float(loaded["posterior"]["mu"].mean()) == pytest.approx(float(tree["posterior"]["mu"].mean()))
+
+
+def test_martingale_paths_export_as_a_datatree_with_a_path_coordinate(tmp_path):
+    import jax
+
+    from ppl.processes import martingale
+
+    rng = np.random.default_rng(0)
+    y = np.concatenate([rng.normal(-2, 0.5, 20), rng.normal(1, 0.5, 10)])
+    fit = martingale.density(y, key=key(0), num_permutations=2, rho=0.8)
+    draws = fit.resample(np.linspace(-4, 3, 11), key=jax.random.key(1), num_paths=5, num_steps=20)
+    tree = draws.to_arviz()
+    assert isinstance(tree, xr.DataTree)
+    assert tree["posterior"]["density"].dims == ("chain", "draw", "grid_point")
+    assert list(tree["posterior"]["path"].values) == list(range(5))
+    ppl.save(tree, str(tmp_path / "paths.nc"))
+    np.testing.assert_array_equal(
+        ppl.load(str(tmp_path / "paths.nc"))["posterior"]["density"].values[0], draws["density"]
+    )

@@ -98,7 +98,9 @@ class Resampled:
         data = draws.to_arviz()
         path = np.arange(self.num_paths)
         for group in ("posterior", "sample_stats"):
-            data[group] = data[group].assign_coords(path=("draw", path))
+            node = data[group]  # a Dataset (arviz 0.x) or a DataTree node (arviz 1.x)
+            dataset = node.to_dataset() if hasattr(node, "to_dataset") else node
+            data[group] = dataset.assign_coords(path=("draw", path))
         return data
 
 
