@@ -93,6 +93,7 @@ import optax
 from jax.scipy.linalg import cho_solve, solve_triangular
 from jax.scipy.special import logsumexp
 
+from ppl.processes.martingale.data import check_count
 from ppl.runtime.cache import ByValue, by_value
 from ppl.runtime.keys import validate_key
 from ppl.runtime.loop import scan_in_chunks, strongly_typed
@@ -251,12 +252,6 @@ def _sample_tasks(generator: GPTasks, rng_key, batch_size: int) -> TaskBatch:
     return jax.vmap(lambda k: _sample_task(generator, k))(keys)
 
 
-def _check_count(name: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
-        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-    return int(value)
-
-
 def sample_tasks(generator: GPTasks, rng_key, batch_size: int) -> TaskBatch:
     """``batch_size`` tasks; task ``i`` is drawn from ``fold_in(rng_key, i)``.
 
@@ -266,7 +261,7 @@ def sample_tasks(generator: GPTasks, rng_key, batch_size: int) -> TaskBatch:
     if not isinstance(generator, GPTasks):
         raise TypeError(f"generator must be GPTasks (from gp_tasks), got {type(generator).__name__}")
     gp_tasks(generator.kernel, generator.noise)  # validates the names
-    return _sample_tasks(generator, validate_key(rng_key, "rng_key"), _check_count("batch_size", batch_size))
+    return _sample_tasks(generator, validate_key(rng_key, "rng_key"), check_count("batch_size", batch_size))
 
 
 def check_batch(batch: TaskBatch, name: str = "batch") -> TaskBatch:
@@ -480,7 +475,7 @@ class NeuralProcess(NamedTuple):
             params,
             validate_key(rng_key, "rng_key"),
             batch,
-            _check_count("num_samples", num_samples),
+            check_count("num_samples", num_samples),
         )
 
     def predict(
@@ -509,7 +504,7 @@ def _check_model(hidden, r_dim, encoder_layers, decoder_layers, num_samples, **e
         ("num_samples", num_samples),
         *extra.items(),
     ):
-        _check_count(name, value)
+        check_count(name, value)
 
 
 def cnp(
@@ -833,7 +828,7 @@ class Prediction(NamedTuple):
 
 def _predict_checked(model, params, rng_key, x_context, y_context, x_target, num_samples, mask_context):
     rng_key = validate_key(rng_key, "rng_key")
-    num_samples = 1 if model.kind == "cnp" else _check_count("num_samples", num_samples)
+    num_samples = 1 if model.kind == "cnp" else check_count("num_samples", num_samples)
     x_context, y_context, x_target = (jnp.asarray(a) for a in (x_context, y_context, x_target))
     if x_context.shape != y_context.shape or x_context.ndim not in (1, 2):
         raise ValueError(
@@ -926,7 +921,7 @@ def fit(
         )
     _checked(model)
     key = validate_key(key)
-    steps, batch_size = _check_count("steps", steps), _check_count("batch_size", batch_size)
+    steps, batch_size = check_count("steps", steps), check_count("batch_size", batch_size)
     if isinstance(tasks, GPTasks):
         generator, fixed = gp_tasks(tasks.kernel, tasks.noise), None
     elif isinstance(tasks, TaskBatch):

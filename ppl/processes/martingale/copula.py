@@ -33,6 +33,7 @@ Example:
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 from jax.scipy.special import log_ndtr, ndtri
 from jax.scipy.stats import norm
@@ -42,6 +43,7 @@ __all__ = [
     "copula_terms",
     "log_alpha",
     "log_covariate_alpha",
+    "log_covariate_alphas",
     "standard_normal_state",
     "update",
 ]
@@ -128,6 +130,11 @@ def log_covariate_alpha(log_weight, x, x_new, rho_x):
     log_keep = jnp.log1p(-jnp.exp(log_weight))
     log_alpha_x = log_weight + log_k - jnp.logaddexp(log_keep, log_weight + log_k)
     return jnp.clip(log_alpha_x, jnp.log(ALPHA_CLIP), jnp.log1p(-ALPHA_CLIP))
+
+
+def log_covariate_alphas(i, x_points, x_new, rho_x):
+    """:func:`log_covariate_alpha` of the ``i``-th update at every row of ``x_points (m, p)``, ``(m,)``."""
+    return jax.vmap(log_covariate_alpha, (None, 0, None, None))(log_alpha(i), x_points, x_new, rho_x)
 
 
 def bernoulli_update(log_p, log_v, y_new, log_weight, rho):

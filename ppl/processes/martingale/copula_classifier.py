@@ -38,12 +38,6 @@ __all__ = ["CopulaClassifier", "classification", "prequential_log_likelihood"]
 _update_all = jax.vmap(copula.bernoulli_update, (0, None, None, 0, None))
 
 
-def _weights_at(x_points, x_new, i, rho_x):
-    return jax.vmap(copula.log_covariate_alpha, (None, 0, None, None))(
-        copula.log_alpha(i), x_points, x_new, rho_x
-    )
-
-
 def _log_bernoulli(log_p, y):
     log_p = jnp.clip(log_p, jnp.log(copula.PROBABILITY_CLIP), jnp.log1p(-copula.PROBABILITY_CLIP))
     return jnp.where(y > 0.5, log_p, jnp.log1p(-jnp.exp(log_p)))
@@ -55,7 +49,7 @@ def _data_pass(rho, rho_x, x, y):
 
     def observe(log_p, i):
         log_v = log_p[i]
-        weights = _weights_at(x, x[i], i, rho_x)
+        weights = copula.log_covariate_alphas(i, x, x[i], rho_x)
         return _update_all(log_p, log_v, y[i], weights, rho), (log_v, _log_bernoulli(log_v, y[i]))
 
     _, (log_v, scores) = jax.lax.scan(observe, start, jnp.arange(len(y)))
@@ -193,8 +187,9 @@ def _resample_step(state, step_key, t, data):
     y_new = (jnp.log(jax.random.uniform(jax.random.fold_in(step_key, 1), (), at_data.dtype)) <= log_v).astype(
         at_data.dtype
     )
-    at_data = _update_all(at_data, log_v, y_new, _weights_at(x_data, x_data[index], num_data + t, rho_x), rho)
-    at_test = _update_all(at_test, log_v, y_new, _weights_at(x_test, x_data[index], num_data + t, rho_x), rho)
+    x_new, i = x_data[index], num_data + t
+    at_data = _update_all(at_data, log_v, y_new, copula.log_covariate_alphas(i, x_data, x_new, rho_x), rho)
+    at_test = _update_all(at_test, log_v, y_new, copula.log_covariate_alphas(i, x_test, x_new, rho_x), rho)
     return at_data, at_test, log_weights
 
 

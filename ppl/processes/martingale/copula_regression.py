@@ -35,12 +35,6 @@ from ppl.runtime import keys as runtime_keys
 __all__ = ["CopulaRegression", "prequential_log_likelihood", "regression"]
 
 
-def _weights_at(x_points, x_new, i, rho_x):
-    return jax.vmap(copula.log_covariate_alpha, (None, 0, None, None))(
-        copula.log_alpha(i), x_points, x_new, rho_x
-    )
-
-
 def _data_pass(rho, rho_x, x, y):
     """One ordering of ``x (n, p)``, ``y (n, 1)``: CDFs ``v (n, 1)`` of each ``y_i`` under
     ``P_{i-1}(. | x_i)`` and the prequential terms ``log p_{i-1}(y_i | x_i) (n,)``."""
@@ -50,7 +44,7 @@ def _data_pass(rho, rho_x, x, y):
     def observe(state, i):
         log_cdf, log_pdf = state
         v = jnp.exp(log_cdf[i])
-        weights = _weights_at(x, x[i], i, rho_x)
+        weights = copula.log_covariate_alphas(i, x, x[i], rho_x)
         return update_all(log_cdf, log_pdf, v, weights, rho), (v, log_pdf[i])
 
     _, (v, scores) = jax.lax.scan(observe, (log_cdf, log_pdf), jnp.arange(len(y)))
@@ -220,7 +214,7 @@ def _resample_step(state, step_key, t, data):
     (log_cdf, log_pdf), log_weights = state
     index = jax.random.categorical(jax.random.fold_in(step_key, 0), log_weights)
     v = jax.random.uniform(jax.random.fold_in(step_key, 1), (1,), log_cdf.dtype)
-    weights = _weights_at(x_test, x_data[index], num_data + t, rho_x)
+    weights = copula.log_covariate_alphas(num_data + t, x_test, x_data[index], rho_x)
     update = jax.vmap(jax.vmap(copula.update, (0, 0, None, None, None)), (0, 0, None, 0, None))
     return update(log_cdf, log_pdf, v, weights, rho), log_weights
 
