@@ -153,9 +153,9 @@ def run_paths(
     path_keys = runtime_keys.replica_keys(key, plan.padded_replicas)
     states = _start(state, path_keys, data, start=start)
     window = max(1, num_steps // 10)
-    earlier = jax.vmap(readout, (0, None))(states, data)
+    earlier = _readouts(states, data, readout=readout)
     advance = functools.partial(
-        _advance, data=data, step=step, readout=readout, plan=plan, record_at=num_steps - window
+        _advance, data=data, record_at=jnp.asarray(num_steps - window), step=step, readout=readout, plan=plan
     )
     (states, earlier, _), _ = loop.scan_in_chunks(
         advance,
@@ -188,8 +188,8 @@ def _readouts(states, data, *, readout):
     return jax.vmap(readout, (0, None))(states, data)
 
 
-@functools.partial(jax.jit, static_argnames=("step", "readout", "plan", "record_at"))
-def _advance(carry, steps, *, data, step, readout, plan, record_at):
+@functools.partial(jax.jit, static_argnames=("step", "readout", "plan"))
+def _advance(carry, steps, *, data, record_at, step, readout, plan):
     def one_path(per_path, shared):
         (state, earlier, path_key), (steps, data) = per_path, shared
 
