@@ -7,7 +7,8 @@ NumPyro models run unchanged), compile it with :func:`compile`, sample it with
 
 Layout: :mod:`ppl.runtime` (keys, devices, loop, caching, results) and :mod:`ppl.model`
 (the one interpreter of models) are the two floors; the families :mod:`ppl.mcmc`,
-:mod:`ppl.vi`, :mod:`ppl.smc`, :mod:`ppl.eb` and :mod:`ppl.processes` stand on them side by side.
+:mod:`ppl.vi`, :mod:`ppl.smc`, :mod:`ppl.eb`, :mod:`ppl.processes` and :mod:`ppl.meta` stand on
+them side by side.
 """
 
 from numpyro import distributions as dist
@@ -18,7 +19,7 @@ from ppl.runtime import cache as _cache
 # ones (opt out with PPL_COMPILATION_CACHE=0; see ppl.runtime.cache).
 _cache.enable_persistent_cache()
 
-from ppl import eb, mcmc, model, processes, runtime, smc, vi  # noqa: E402
+from ppl import eb, mcmc, meta, model, processes, runtime, smc, vi  # noqa: E402
 from ppl.errors import ModelError  # noqa: E402
 from ppl.mcmc import Posterior, hmc, nuts  # noqa: E402
 from ppl.model import (  # noqa: E402
@@ -51,6 +52,7 @@ __all__ = [
     "load",
     "log_likelihood",
     "mcmc",
+    "meta",
     "model",
     "nuts",
     "param",

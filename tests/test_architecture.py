@@ -6,7 +6,7 @@ import os
 import pytest
 
 PACKAGE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "ppl")
-FAMILIES = ("mcmc", "vi", "smc", "eb", "processes")
+FAMILIES = ("mcmc", "vi", "smc", "eb", "processes", "meta")
 ALLOWED = {
     "runtime": {"runtime", "errors"},
     "model": {"model", "runtime", "errors"},
@@ -15,6 +15,8 @@ ALLOWED = {
 # Where using another family's public API is the point (DESIGN.md, "Layout"): the scale
 # posterior by NUTS, the sparse variational process fitted with ppl.vi.
 ALLOWED["processes"] |= {"mcmc", "vi"}
+# Meta-learners keep ppl.vi's fitting state (FitState and its init).
+ALLOWED["meta"] |= {"vi"}
 
 
 def imported_ppl_parts(path: str) -> set[str]:

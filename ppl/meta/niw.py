@@ -17,8 +17,9 @@ network weights ``theta_i ~ N(mu, Sigma)`` (flattened, ``d`` of them);
 ``1/2 sum_k A_k (theta_k - mbar_k)^2`` from a few steps that carry no gradient
 (:func:`local_fit`): ``"gauss_newton"`` expands the loss at a point ``theta_J`` with the
 diagonal generalised Gauss-Newton curvature ``A`` and gradient ``g``
-(``A mbar = A theta_J - g``; the point starts at ``m0`` and each further step moves it to
-the local posterior mean, i.e. damped Newton on loss + prior); ``"sgld"`` (the paper's)
+(``A mbar = A theta_J - g``; the point starts at ``m0`` and each further step moves it
+towards the local posterior mean, a diagonal Newton step on loss + prior whose length,
+1 to 1/8 or 0, is the one that lowers that objective most); ``"sgld"`` (the paper's)
 runs SGLD from ``m0`` and reads ``mbar`` and ``A = 1 / variance`` off the iterates after
 burn-in. Minimising ``quadratic + expected KL`` over ``(m_i, gam_i)`` gives, with the
 prior precision ``P = n0 gam0``::
@@ -82,6 +83,8 @@ __all__ = [
     "Hyperprior",
     "LocalFit",
     "Settings",
+    "episode_loss",
+    "episode_objective",
     "episode_posterior",
     "expected_kl",
     "hyperprior_kl",
@@ -91,6 +94,8 @@ __all__ = [
 ]
 
 LOCAL_FITS = ("gauss_newton", "sgld")
+# Step lengths tried by each Gauss-Newton step after the first (see local_fit).
+STEP_SCALES = np.array([1.0, 0.5, 0.25, 0.125, 0.0])
 
 
 class GlobalParams(NamedTuple):
@@ -137,7 +142,7 @@ class Settings(NamedTuple):
     """Static configuration of a NIW learner (see :func:`learner`)."""
 
     fit: str = "gauss_newton"
-    inner_steps: int = 1
+    inner_steps: int = 2
     step_size: float = 1e-3
     burnin: int = 0
     curvature: float | None = None
@@ -249,9 +254,16 @@ def local_fit(
             )
             return LocalFit(precision, precision * theta - jax.grad(loss)(theta))
 
+        def penalised(theta):
+            return loss(theta) + 0.5 * jnp.sum(prior_precision * jnp.square(theta - params.m0))
+
         def newton(theta, _):
+            # The diagonal curvature ignores correlations, so the full step can overshoot:
+            # take the best of the step scaled by 1, 1/2, ..., 1/2^(n-1) and 0.
             fit = expand(theta)
-            return (fit.shift + prior_precision * params.m0) / (fit.precision + prior_precision), None
+            target = (fit.shift + prior_precision * params.m0) / (fit.precision + prior_precision)
+            candidates = theta + STEP_SCALES[:, None] * (target - theta)
+            return candidates[jnp.argmin(jax.vmap(penalised)(candidates))], None
 
         theta, _ = jax.lax.scan(newton, params.m0, None, length=settings.inner_steps - 1)
         return jax.lax.stop_gradient(expand(theta))
@@ -289,8 +301,27 @@ def _draws(key, mean, precision, num):
     return mean + eps * jax.lax.rsqrt(precision)
 
 
-def _episode_loss(key, episode, params: GlobalParams, parts: _Parts):
-    settings = parts.settings
+def episode_objective(key, params: GlobalParams, fit: LocalFit, episode, config) -> jax.Array:
+    """The meta-objective of one episode for a given quadratic ``fit`` of its support.
+
+    ``E_{N(m*, 1/gam*)}[-log p(support and query | theta)]`` (``num_samples`` draws from
+    ``key``) ``+ expected_kl + hyperprior_kl / num_total``, with ``(m*, gam*)`` from
+    :func:`local_posterior`. ``config`` is the learner's (``learner.config``).
+    """
+    settings = config.settings
+    mean, precision = local_posterior(fit, params)
+    x = jnp.concatenate([episode.support_x, episode.query_x])
+    y = jnp.concatenate([episode.support_y, episode.query_y])
+    loss = _support_loss(config.unravel, config.network, config.likelihood, x, y, jnp.exp(params.log_noise))
+    data_term = jnp.mean(jax.vmap(loss)(_draws(key, mean, precision, settings.num_samples)))
+    kl = expected_kl(mean, precision, params)
+    return data_term + kl + hyperprior_kl(params, config.hyperprior) / settings.num_total
+
+
+def episode_loss(key, episode, params: GlobalParams, config) -> jax.Array:
+    """One episode's meta-loss: :func:`local_fit` on its support (no gradient through
+    it), then :func:`episode_objective`; its gradient in ``params`` is the meta-gradient."""
+    settings = config.settings
     if not settings.train_prior:
         params = params._replace(
             log_gam0=jax.lax.stop_gradient(params.log_gam0),
@@ -303,26 +334,16 @@ def _episode_loss(key, episode, params: GlobalParams, parts: _Parts):
         params,
         episode.support_x,
         episode.support_y,
-        network=parts.network,
-        unravel=parts.unravel,
-        likelihood=parts.likelihood,
+        network=config.network,
+        unravel=config.unravel,
+        likelihood=config.likelihood,
         settings=settings,
     )
-    mean, precision = local_posterior(fit, params)
-    x = jnp.concatenate([episode.support_x, episode.query_x])
-    y = jnp.concatenate([episode.support_y, episode.query_y])
-    loss = _support_loss(parts.unravel, parts.network, parts.likelihood, x, y, jnp.exp(params.log_noise))
-    thetas = _draws(draw_key, mean, precision, settings.num_samples)
-    data_term = jnp.mean(jax.vmap(loss)(thetas))
-    return (
-        data_term
-        + expected_kl(mean, precision, params)
-        + hyperprior_kl(params, parts.hyperprior) / settings.num_total
-    )
+    return episode_objective(draw_key, params, fit, episode, config)
 
 
 def _update(key, state, episodes, plan=None, *, parts: _Parts, optimizer):
-    value_and_grad = jax.value_and_grad(functools.partial(_episode_loss, parts=parts), argnums=2)
+    value_and_grad = jax.value_and_grad(functools.partial(episode_loss, config=parts), argnums=2)
     loss, grads = episode_mean(lambda k, e, p: value_and_grad(k, e, p), key, episodes, state.params, plan)
     return apply_gradient(state, loss, grads, optimizer)
 
@@ -362,7 +383,7 @@ def learner(
     optimizer: optax.GradientTransformation,
     num_classes: int | None = None,
     fit: str = "gauss_newton",
-    inner_steps: int = 1,
+    inner_steps: int = 2,
     step_size: float = 1e-3,
     burnin: int = 0,
     curvature: float | None = None,
@@ -370,7 +391,7 @@ def learner(
     num_predictive: int = 100,
     num_total: float = 1e6,
     train_prior: bool = True,
-    init_precision: float = 1.0,
+    init_precision: float = 1e4,
     init_noise: float = 1.0,
     hyperprior: Hyperprior = DEFAULT_HYPERPRIOR,
 ) -> MetaLearner:
