@@ -326,8 +326,8 @@ def from_iterator(
         >>> import numpy as np
         >>> batch = (np.zeros((2, 5, 64)), np.zeros((2, 5), int), np.zeros((2, 3, 64)), np.zeros((2, 3), int))
         >>> stream = from_iterator([batch, batch], classification=True, num_classes=5)
-        >>> [b.query_x.shape for b in stream]
-        [(2, 3, 64), (2, 3, 64)]
+        >>> tuple(b.query_x.shape for b in stream)
+        ((2, 3, 64), (2, 3, 64))
     """
     num_classes = _check_num_classes(classification, num_classes)
     try:
