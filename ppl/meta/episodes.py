@@ -308,7 +308,7 @@ def check_episodes(
 def from_iterator(
     iterable: Iterable, *, classification: bool, num_classes: int | None = None
 ) -> Iterator[Episodes]:
-    """The user-supplied episode stream of :func:`ppl.meta.niw.fit`: each batch checked.
+    """The user-supplied episode stream of :func:`ppl.meta.train`: each batch checked.
 
     ``iterable`` yields batches (leading episode axis) as :class:`Episodes`, 4-tuples
     ``(support_x, support_y, query_x, query_y)`` or dicts with those keys; the generator
