@@ -63,6 +63,7 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Callable
 from typing import NamedTuple
 
 import jax
@@ -89,6 +90,7 @@ __all__ = [
     "expected_kl",
     "hyperprior_kl",
     "learner",
+    "last_layer",
     "local_fit",
     "local_posterior",
 ]
@@ -156,8 +158,13 @@ DEFAULT_HYPERPRIOR = Hyperprior()
 DEFAULT_SETTINGS = Settings()
 
 
-def expected_kl(m, gam, params: GlobalParams) -> jax.Array:
-    """``E_q(phi) KL(N(m, 1/gam) || N(mu, Sigma))``, summed over the ``d`` coordinates."""
+def _masked_sum(values, local):
+    return jnp.sum(values if local is None else jnp.where(local, values, 0.0))
+
+
+def expected_kl(m, gam, params: GlobalParams, local=None) -> jax.Array:
+    """``E_q(phi) KL(N(m, 1/gam) || N(mu, Sigma))``, summed over the ``d`` coordinates
+    (over those where the boolean ``(d,)`` mask ``local`` is true, if given)."""
     gam0, n0, l0 = jnp.exp(params.log_gam0), jnp.exp(params.log_n0), jnp.exp(params.log_l0)
     twice = (
         -digamma(0.5 * n0)
@@ -169,11 +176,11 @@ def expected_kl(m, gam, params: GlobalParams) -> jax.Array:
         + 1.0 / l0
         - 1.0
     )
-    return 0.5 * jnp.sum(twice)
+    return 0.5 * _masked_sum(twice, local)
 
 
-def hyperprior_kl(params: GlobalParams, hyperprior: Hyperprior = DEFAULT_HYPERPRIOR) -> jax.Array:
-    """``KL(q(phi) || p(phi))`` between diagonal NIWs, summed over coordinates.
+def hyperprior_kl(params: GlobalParams, hyperprior: Hyperprior = DEFAULT_HYPERPRIOR, local=None) -> jax.Array:
+    """``KL(q(phi) || p(phi))`` between diagonal NIWs, summed over coordinates (the ``local`` ones).
 
     Per coordinate: the Gamma KL of the precisions plus the expected Gaussian KL of the
     means, ``1/2 (l_p / l0 + l_p E[tau] (m0 - m_p)^2 - 1 - log(l_p / l0))``.
@@ -192,14 +199,19 @@ def hyperprior_kl(params: GlobalParams, hyperprior: Hyperprior = DEFAULT_HYPERPR
     normal_kl = 0.5 * (
         ratio + hyperprior.l * n0 * gam0 * jnp.square(params.m0 - hyperprior.m) - 1.0 - jnp.log(ratio)
     )
-    return jnp.sum(gamma_kl + normal_kl)
+    return _masked_sum(gamma_kl + normal_kl, local)
 
 
-def local_posterior(fit: LocalFit, params: GlobalParams) -> tuple[jax.Array, jax.Array]:
-    """``(m*, gam*)``, each ``(d,)``: the minimiser of the quadratic plus the expected KL."""
+def local_posterior(fit: LocalFit, params: GlobalParams, local=None) -> tuple[jax.Array, jax.Array]:
+    """``(m*, gam*)``, each ``(d,)``: the minimiser of the quadratic plus the expected KL.
+
+    With a boolean ``(d,)`` mask ``local``, the other coordinates are shared by every
+    episode: their mean is ``m0`` (and their draws never move; see :func:`learner`).
+    """
     prior_precision = params.prior_precision
     precision = fit.precision + prior_precision
-    return (fit.shift + prior_precision * params.m0) / precision, precision
+    mean = (fit.shift + prior_precision * params.m0) / precision
+    return (mean if local is None else jnp.where(local, mean, params.m0)), precision
 
 
 def _support_loss(unravel, network: Network, lik: Likelihood, x, y, noise):
@@ -229,6 +241,7 @@ def local_fit(
     unravel,
     likelihood: Likelihood,
     settings: Settings = DEFAULT_SETTINGS,
+    local=None,
 ) -> LocalFit:
     """The quadratic of one episode's support loss (no gradient flows through it).
 
@@ -239,6 +252,8 @@ def local_fit(
         network, unravel: the network and the map from the flat ``(d,)`` vector to its params.
         likelihood: :data:`~ppl.meta.networks.GAUSSIAN` or :data:`~ppl.meta.networks.CATEGORICAL`.
         settings: ``fit``, ``inner_steps``, ``step_size``, ``burnin``, ``curvature``.
+        local: ``None`` or a boolean ``(d,)`` mask of the per-episode coordinates (the
+            others stay at ``m0``).
     """
     params = jax.lax.stop_gradient(params)
     noise = jnp.exp(params.log_noise)
@@ -260,8 +275,7 @@ def local_fit(
         def newton(theta, _):
             # The diagonal curvature ignores correlations, so the full step can overshoot:
             # take the best of the step scaled by 1, 1/2, ..., 1/2^(n-1) and 0.
-            fit = expand(theta)
-            target = (fit.shift + prior_precision * params.m0) / (fit.precision + prior_precision)
+            target, _ = local_posterior(expand(theta), params, local)
             candidates = theta + STEP_SCALES[:, None] * (target - theta)
             return candidates[jnp.argmin(jax.vmap(penalised)(candidates))], None
 
@@ -270,11 +284,8 @@ def local_fit(
 
     def langevin(theta, step_key):
         noise_draw = jax.random.normal(step_key, theta.shape, theta.dtype)
-        theta = (
-            theta
-            - 0.5 * settings.step_size * jax.grad(loss)(theta)
-            + math.sqrt(settings.step_size) * noise_draw
-        )
+        move = math.sqrt(settings.step_size) * noise_draw - 0.5 * settings.step_size * jax.grad(loss)(theta)
+        theta = theta + (move if local is None else jnp.where(local, move, 0.0))
         return theta, theta
 
     _, iterates = jax.lax.scan(langevin, params.m0, jax.random.split(key, settings.inner_steps))
@@ -294,11 +305,21 @@ class _Parts(NamedTuple):
     likelihood: Likelihood
     settings: Settings
     hyperprior: Hyperprior
+    local_bits: bytes | None  # the packed local mask (hashable: parts are static)
+    dim: int
+
+    @property
+    def local(self):
+        """The boolean ``(d,)`` mask of per-episode coordinates, or ``None`` (all)."""
+        if self.local_bits is None:
+            return None
+        return np.unpackbits(np.frombuffer(self.local_bits, np.uint8), count=self.dim).astype(bool)
 
 
-def _draws(key, mean, precision, num):
+def _draws(key, mean, precision, num, local=None):
     eps = jax.random.normal(key, (num,) + mean.shape, mean.dtype)
-    return mean + eps * jax.lax.rsqrt(precision)
+    scale = jax.lax.rsqrt(precision)
+    return mean + eps * (scale if local is None else jnp.where(local, scale, 0.0))
 
 
 def episode_objective(key, params: GlobalParams, fit: LocalFit, episode, config) -> jax.Array:
@@ -309,13 +330,14 @@ def episode_objective(key, params: GlobalParams, fit: LocalFit, episode, config)
     :func:`local_posterior`. ``config`` is the learner's (``learner.config``).
     """
     settings = config.settings
-    mean, precision = local_posterior(fit, params)
+    local = config.local
+    mean, precision = local_posterior(fit, params, local)
     x = jnp.concatenate([episode.support_x, episode.query_x])
     y = jnp.concatenate([episode.support_y, episode.query_y])
     loss = _support_loss(config.unravel, config.network, config.likelihood, x, y, jnp.exp(params.log_noise))
-    data_term = jnp.mean(jax.vmap(loss)(_draws(key, mean, precision, settings.num_samples)))
-    kl = expected_kl(mean, precision, params)
-    return data_term + kl + hyperprior_kl(params, config.hyperprior) / settings.num_total
+    data_term = jnp.mean(jax.vmap(loss)(_draws(key, mean, precision, settings.num_samples, local)))
+    kl = expected_kl(mean, precision, params, local)
+    return data_term + kl + hyperprior_kl(params, config.hyperprior, local) / settings.num_total
 
 
 def episode_loss(key, episode, params: GlobalParams, config) -> jax.Array:
@@ -338,6 +360,7 @@ def episode_loss(key, episode, params: GlobalParams, config) -> jax.Array:
         unravel=config.unravel,
         likelihood=config.likelihood,
         settings=settings,
+        local=config.local,
     )
     return episode_objective(draw_key, params, fit, episode, config)
 
@@ -358,9 +381,10 @@ def _predictive_draws(key, params: GlobalParams, episode, parts: _Parts):
         unravel=parts.unravel,
         likelihood=parts.likelihood,
         settings=parts.settings,
+        local=parts.local,
     )
-    mean, precision = local_posterior(fit, params)
-    thetas = _draws(jax.random.fold_in(key, 1), mean, precision, parts.settings.num_predictive)
+    mean, precision = local_posterior(fit, params, parts.local)
+    thetas = _draws(jax.random.fold_in(key, 1), mean, precision, parts.settings.num_predictive, parts.local)
     outputs = jax.vmap(
         lambda t: jax.vmap(lambda x: parts.network.apply(parts.unravel(t), x))(episode.query_x)
     )(thetas)
@@ -391,6 +415,7 @@ def learner(
     num_predictive: int = 100,
     num_total: float = 1e6,
     train_prior: bool = True,
+    local: Callable | None = None,
     init_precision: float = 1e4,
     init_noise: float = 1.0,
     hyperprior: Hyperprior = DEFAULT_HYPERPRIOR,
@@ -410,6 +435,10 @@ def learner(
         num_predictive: weight draws per episode at prediction.
         num_total: training episodes in all (scales ``KL(q(phi) || p(phi))``).
         train_prior: ``False`` freezes ``gam0, n0, l0`` (the frozen-prior ablation).
+        local: ``None`` (every weight is per-episode, as in the paper) or
+            ``params -> pytree of bools`` (one per leaf, e.g. :func:`last_layer`): the
+            leaves that are per-episode; the others are shared by all episodes and
+            meta-learned as points (``m0``), with no KL terms.
         init_precision: initial ``n0 gam0`` (``n0 = 1``); large starts with no adaptation.
         init_noise: initial observation noise standard deviation.
         hyperprior: :class:`Hyperprior`.
@@ -441,8 +470,23 @@ def learner(
         fit, inner_steps, float(step_size), int(burnin), curvature, int(num_samples), int(num_predictive),
         float(num_total), bool(train_prior),
     )  # fmt: skip
-    flat, unravel = ravel_pytree(network.init(jax.random.key(0)))
-    parts = _Parts(network, unravel, lik, settings, hyperprior)
+    example = network.init(jax.random.key(0))
+    flat, unravel = ravel_pytree(example)
+    local_bits = None
+    if local is not None:
+        flags = local(example)
+        if jax.tree.structure(flags) != jax.tree.structure(example):
+            raise ValueError(
+                "niw.learner: local(params) must return one bool per leaf of the network's params, "
+                f"got the structure {jax.tree.structure(flags)} for {jax.tree.structure(example)}"
+            )
+        mask, _ = ravel_pytree(
+            jax.tree.map(lambda flag, leaf: np.full(np.shape(leaf), bool(flag)), flags, example)
+        )
+        if not np.any(mask):
+            raise ValueError("niw.learner: local(params) marks no leaf as per-episode")
+        local_bits = np.packbits(np.asarray(mask, bool)).tobytes()
+    parts = _Parts(network, unravel, lik, settings, hyperprior, local_bits, int(flat.shape[0]))
 
     def init(key):
         m0, _ = ravel_pytree(network.init(key))
@@ -455,7 +499,6 @@ def learner(
         )
         return init_state(params, optimizer)
 
-    del flat
     return MetaLearner(
         name="niw",
         init=init,
@@ -465,6 +508,15 @@ def learner(
         num_classes=num_classes,
         config=parts,
     )
+
+
+def last_layer(params) -> list:
+    """For :func:`learner`'s ``local``: the leaves of the last element of a list of layers
+    (:func:`~ppl.meta.networks.mlp`'s params) are per-episode, the rest shared."""
+    if not isinstance(params, list | tuple) or not params:
+        raise TypeError(f"last_layer: expects the params as a list of layers, got {type(params).__name__}")
+    last = len(params) - 1
+    return [jax.tree.map(lambda _, flag=index == last: flag, layer) for index, layer in enumerate(params)]
 
 
 def episode_posterior(result, key: jax.Array, episode, num_samples: int = 1000) -> Draws:
