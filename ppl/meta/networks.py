@@ -77,15 +77,16 @@ class Likelihood(NamedTuple):
     Attributes:
         name: ``"gaussian"`` or ``"categorical"``.
         log_prob: ``(output, y, noise) -> ()``, the log-density of one label.
-        curvature: ``(jacobian, output, noise) -> (d,)``, the diagonal of the
-            generalised Gauss-Newton matrix of ``-log_prob`` for one point, from the
-            output's Jacobian ``(outputs, d)`` in the flat parameters.
+        hessian_factor: ``(output, noise) -> B`` ``(outputs, outputs)`` with ``B B^T = H``,
+            the Hessian of ``-log_prob`` in the output (the same for every label): with
+            the output's Jacobian ``J`` in the weights, ``(J^T B)(J^T B)^T`` is the point's
+            generalised Gauss-Newton matrix.
         classification: whether labels are classes.
     """
 
     name: str
     log_prob: Callable
-    curvature: Callable
+    hessian_factor: Callable
     classification: bool
 
 
@@ -93,8 +94,8 @@ def _gaussian_log_prob(output, y, noise):
     return jnp.sum(-0.5 * jnp.square((y - output) / noise) - jnp.log(noise) - 0.5 * math.log(2 * math.pi))
 
 
-def _gaussian_curvature(jacobian, output, noise):
-    return jnp.sum(jnp.square(jacobian), axis=0) / jnp.square(noise)
+def _gaussian_hessian_factor(output, noise):
+    return jnp.eye(output.shape[-1], dtype=output.dtype) / noise
 
 
 def _categorical_log_prob(logits, y, noise):
@@ -102,15 +103,18 @@ def _categorical_log_prob(logits, y, noise):
     return jax.nn.log_softmax(logits)[y]
 
 
-def _categorical_curvature(jacobian, logits, noise):
-    # J^T (diag p - p p^T) J, diagonal: sum_c p_c J_c^2 - (sum_c p_c J_c)^2.
+def _categorical_hessian_factor(logits, noise):
+    # (diag(sqrt p) - p sqrt(p)^T)(...)^T = diag(p) - p p^T, as sum(p) = 1.
     del noise
     p = jax.nn.softmax(logits)
-    return p @ jnp.square(jacobian) - jnp.square(p @ jacobian)
+    root = jnp.sqrt(p)
+    return jnp.diag(root) - jnp.outer(p, root)
 
 
-GAUSSIAN = Likelihood("gaussian", _gaussian_log_prob, _gaussian_curvature, classification=False)
-CATEGORICAL = Likelihood("categorical", _categorical_log_prob, _categorical_curvature, classification=True)
+GAUSSIAN = Likelihood("gaussian", _gaussian_log_prob, _gaussian_hessian_factor, classification=False)
+CATEGORICAL = Likelihood(
+    "categorical", _categorical_log_prob, _categorical_hessian_factor, classification=True
+)
 
 
 def likelihood(name: str | Likelihood) -> Likelihood:

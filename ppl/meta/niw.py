@@ -83,6 +83,7 @@ __all__ = [
     "GlobalParams",
     "Hyperprior",
     "LocalFit",
+    "LowRankPrecision",
     "Settings",
     "episode_loss",
     "episode_objective",
@@ -96,6 +97,7 @@ __all__ = [
 ]
 
 LOCAL_FITS = ("gauss_newton", "sgld")
+COVARIANCES = ("diagonal", "full")
 # Step lengths tried by each Gauss-Newton step after the first (see local_fit).
 STEP_SCALES = np.array([1.0, 0.5, 0.25, 0.125, 0.0])
 
@@ -133,11 +135,15 @@ class Hyperprior(NamedTuple):
 
 
 class LocalFit(NamedTuple):
-    """A diagonal quadratic ``1/2 sum A (theta - mbar)^2`` of an episode's support loss,
-    held as ``precision = A`` and ``shift = A mbar`` (finite when ``A = 0``), ``(d,)`` each."""
+    """A quadratic ``1/2 (theta - mbar)^T A (theta - mbar)`` of an episode's support loss,
+    held as ``precision = A`` and ``shift = A mbar`` (finite when ``A = 0``), ``(d,)`` each,
+    for a diagonal ``A``; for a full one, ``precision`` is ``None``, ``A = factor factor^T``
+    with ``factor`` ``(d_l, r)`` (``r`` = support points x outputs) and ``shift`` is
+    ``(d_l,)``, over the local block."""
 
     precision: jax.Array
     shift: jax.Array
+    factor: jax.Array | None = None
 
 
 class Settings(NamedTuple):
@@ -152,6 +158,8 @@ class Settings(NamedTuple):
     num_predictive: int = 100
     num_total: float = 1e6
     train_prior: bool = True
+    covariance: str = "diagonal"
+    differentiable_fit: bool = False
 
 
 DEFAULT_HYPERPRIOR = Hyperprior()
@@ -164,18 +172,23 @@ def _masked_sum(values, local):
 
 def expected_kl(m, gam, params: GlobalParams, local=None) -> jax.Array:
     """``E_q(phi) KL(N(m, 1/gam) || N(mu, Sigma))``, summed over the ``d`` coordinates
-    (over those where the boolean ``(d,)`` mask ``local`` is true, if given)."""
+    (over those where the boolean ``(d,)`` mask ``local`` is true, if given). A ``(d_l, d_l)``
+    ``gam`` is the full precision of the local block: ``N(m, gam^-1)``."""
     gam0, n0, l0 = jnp.exp(params.log_gam0), jnp.exp(params.log_n0), jnp.exp(params.log_l0)
-    twice = (
+    common = (
         -digamma(0.5 * n0)
         - math.log(2.0)
         - jnp.log(gam0)
-        + jnp.log(gam)
-        + n0 * gam0 / gam
         + n0 * gam0 * jnp.square(m - params.m0)
         + 1.0 / l0
         - 1.0
     )
+    if isinstance(gam, LowRankPrecision):
+        # A full local precision: sum log gam_k becomes log det, 1/gam_k the diagonal of its inverse.
+        indices = _indices(local, m.shape[0])
+        inverse_diagonal = gam.inverse_diagonal()
+        return 0.5 * (jnp.sum(common[indices] + n0 * gam0[indices] * inverse_diagonal) + gam.log_det())
+    twice = common + jnp.log(gam) + n0 * gam0 / gam
     return 0.5 * _masked_sum(twice, local)
 
 
@@ -203,15 +216,100 @@ def hyperprior_kl(params: GlobalParams, hyperprior: Hyperprior = DEFAULT_HYPERPR
 
 
 def local_posterior(fit: LocalFit, params: GlobalParams, local=None) -> tuple[jax.Array, jax.Array]:
-    """``(m*, gam*)``, each ``(d,)``: the minimiser of the quadratic plus the expected KL.
+    """``(m*, gam*)``: the minimiser of the quadratic plus the expected KL; ``m*`` is
+    ``(d,)``, ``gam*`` is ``(d,)``, or ``(d_l, d_l)`` (the local block) for a full ``fit``.
 
     With a boolean ``(d,)`` mask ``local``, the other coordinates are shared by every
     episode: their mean is ``m0`` (and their draws never move; see :func:`learner`).
     """
     prior_precision = params.prior_precision
+    if fit.factor is not None:
+        indices = _indices(local, params.m0.shape[0])
+        precision = LowRankPrecision(fit.factor, prior_precision[indices])
+        mean = precision.solve(fit.shift + prior_precision[indices] * params.m0[indices])
+        return params.m0.at[indices].set(mean), precision
     precision = fit.precision + prior_precision
     mean = (fit.shift + prior_precision * params.m0) / precision
     return (mean if local is None else jnp.where(local, mean, params.m0)), precision
+
+
+class LowRankPrecision(NamedTuple):
+    """The precision ``F F^T + diag(D)`` of a full local posterior, ``F`` ``(d_l, r)``,
+    ``D`` ``(d_l,)``, with ``r`` small: solves, the log-determinant and the diagonal of the
+    inverse by the Woodbury identity through the ``(r, r)`` matrix ``I + F^T D^-1 F``.
+
+    Its Cholesky factor is computed in plain ``jnp`` (a loop over ``r`` columns), not by
+    LAPACK: on XLA CPU (jaxlib 0.10.2) LAPACK factorisations inside a jitted training
+    loop hung (seen with Cholesky, eigh and LU solves in the same program).
+    """
+
+    factor: jax.Array
+    diagonal: jax.Array
+
+    def _core(self):
+        scaled = self.factor / self.diagonal[:, None]
+        core = jnp.eye(self.factor.shape[1], dtype=self.factor.dtype) + self.factor.T @ scaled
+        return scaled, _cholesky(core)
+
+    def solve(self, v: jax.Array) -> jax.Array:
+        """``(F F^T + D)^-1 v`` for ``v`` ``(d_l,)`` or ``(d_l, n)``."""
+        scaled, cholesky = self._core()
+        inner = _cholesky_solve(cholesky, scaled.T @ v)
+        divided = v / (self.diagonal if v.ndim == 1 else self.diagonal[:, None])
+        return divided - scaled @ inner
+
+    def log_det(self) -> jax.Array:
+        _, cholesky = self._core()
+        return jnp.sum(jnp.log(self.diagonal)) + 2.0 * jnp.sum(jnp.log(jnp.diag(cholesky)))
+
+    def inverse_diagonal(self) -> jax.Array:
+        """``diag((F F^T + D)^-1)``, ``(d_l,)``."""
+        scaled, cholesky = self._core()
+        # D^-1 - D^-1 F C^-1 F^T D^-1 with C = L L^T: subtract the squared rows of D^-1 F L^-T.
+        rows = _lower_solve(cholesky, scaled.T).T
+        return 1.0 / self.diagonal - jnp.sum(jnp.square(rows), axis=1)
+
+    def dense(self) -> jax.Array:
+        """The ``(d_l, d_l)`` matrix."""
+        return self.factor @ self.factor.T + jnp.diag(self.diagonal)
+
+
+def _cholesky(a: jax.Array) -> jax.Array:
+    """Lower Cholesky factor of a small SPD matrix, column by column in plain ``jnp``."""
+    size = a.shape[0]
+    rows = jnp.arange(size)
+
+    def column(j, lower):
+        residual = a[:, j] - lower @ lower[j, :]
+        pivot = jnp.sqrt(residual[j])
+        return lower.at[:, j].set(jnp.where(rows > j, residual / pivot, jnp.where(rows == j, pivot, 0.0)))
+
+    return jax.lax.fori_loop(0, size, column, jnp.zeros_like(a))
+
+
+def _lower_solve(lower: jax.Array, b: jax.Array) -> jax.Array:
+    """``lower^-1 b`` by forward substitution, ``b`` ``(r,)`` or ``(r, n)``."""
+
+    def row(i, x):
+        return x.at[i].set((b[i] - lower[i] @ x) / lower[i, i])
+
+    return jax.lax.fori_loop(0, lower.shape[0], row, jnp.zeros_like(b))
+
+
+def _cholesky_solve(lower: jax.Array, b: jax.Array) -> jax.Array:
+    """``(lower lower^T)^-1 b``."""
+    y = _lower_solve(lower, b)
+    upper = lower.T
+
+    def row(k, x):
+        i = upper.shape[0] - 1 - k
+        return x.at[i].set((y[i] - upper[i] @ x) / upper[i, i])
+
+    return jax.lax.fori_loop(0, upper.shape[0], row, jnp.zeros_like(y))
+
+
+def _indices(local, dim: int) -> np.ndarray:
+    return np.arange(dim) if local is None else np.flatnonzero(local)
 
 
 def _support_loss(unravel, network: Network, lik: Likelihood, x, y, noise):
@@ -222,13 +320,26 @@ def _support_loss(unravel, network: Network, lik: Likelihood, x, y, noise):
     return loss
 
 
-def _curvature(unravel, network: Network, lik: Likelihood, theta, x, noise):
-    def point(xi):
-        output = network.apply(unravel(theta), xi)
-        jacobian = jax.jacrev(lambda t: network.apply(unravel(t), xi))(theta)
-        return lik.curvature(jnp.reshape(jacobian, (-1, theta.shape[0])), jnp.reshape(output, (-1,)), noise)
+def _curvature(unravel, network: Network, lik: Likelihood, theta, x, noise, full_indices=None):
+    """The generalised Gauss-Newton matrix of the loss summed over ``x``: its diagonal
+    ``(d,)``, or with ``full_indices`` a factor ``(d_l, points * outputs)`` of the block of
+    those coordinates (the block is the factor times its transpose)."""
+    chosen = theta if full_indices is None else theta[full_indices]
 
-    return jnp.sum(jax.vmap(point)(x), axis=0)
+    def point(xi):
+        def output(t):
+            return jnp.reshape(
+                network.apply(unravel(t if full_indices is None else theta.at[full_indices].set(t)), xi),
+                (-1,),
+            )
+
+        root = jax.jacrev(output)(chosen).T @ lik.hessian_factor(output(chosen), noise)
+        return jnp.sum(jnp.square(root), axis=1) if full_indices is None else root
+
+    roots = jax.vmap(point)(x)
+    if full_indices is None:
+        return jnp.sum(roots, axis=0)
+    return jnp.moveaxis(roots, 0, 1).reshape(roots.shape[1], -1)
 
 
 def local_fit(
@@ -255,13 +366,20 @@ def local_fit(
         local: ``None`` or a boolean ``(d,)`` mask of the per-episode coordinates (the
             others stay at ``m0``).
     """
+    live = params
     params = jax.lax.stop_gradient(params)
     noise = jnp.exp(params.log_noise)
     loss = _support_loss(unravel, network, likelihood, support_x, support_y, noise)
     if settings.fit == "gauss_newton":
         prior_precision = params.prior_precision
 
-        def expand(theta):
+        full = _indices(local, params.m0.shape[0]) if settings.covariance == "full" else None
+
+        def expand(theta, noise=noise, loss=loss):
+            if full is not None:
+                factor = _curvature(unravel, network, likelihood, theta, support_x, noise, full)
+                shift = factor @ (factor.T @ theta[full]) - jax.grad(loss)(theta)[full]
+                return LocalFit(None, shift, factor)
             precision = (
                 _curvature(unravel, network, likelihood, theta, support_x, noise)
                 if settings.curvature is None
@@ -280,7 +398,15 @@ def local_fit(
             return candidates[jnp.argmin(jax.vmap(penalised)(candidates))], None
 
         theta, _ = jax.lax.scan(newton, params.m0, None, length=settings.inner_steps - 1)
-        return jax.lax.stop_gradient(expand(theta))
+        if not settings.differentiable_fit:
+            return jax.lax.stop_gradient(expand(theta))
+        # The last expansion is differentiated: in the shared weights (the features a
+        # local head is fitted on) and the noise; the expansion point itself is not.
+        shared = live.m0 if local is None else jnp.where(local, theta, live.m0)
+        point = theta if local is None else shared
+        live_noise = jnp.exp(live.log_noise)
+        live_loss = _support_loss(unravel, network, likelihood, support_x, support_y, live_noise)
+        return expand(point if local is not None else jax.lax.stop_gradient(theta), live_noise, live_loss)
 
     def langevin(theta, step_key):
         noise_draw = jax.random.normal(step_key, theta.shape, theta.dtype)
@@ -317,6 +443,15 @@ class _Parts(NamedTuple):
 
 
 def _draws(key, mean, precision, num, local=None):
+    if isinstance(precision, LowRankPrecision):
+        # Perturb and solve: w = F z + sqrt(D) eps ~ N(0, precision), so precision^-1 w
+        # ~ N(0, precision^-1).
+        indices = _indices(local, mean.shape[0])
+        z_key, eps_key = jax.random.split(key)
+        z = jax.random.normal(z_key, (precision.factor.shape[1], num), mean.dtype)
+        eps = jax.random.normal(eps_key, (indices.shape[0], num), mean.dtype)
+        offsets = precision.solve(precision.factor @ z + jnp.sqrt(precision.diagonal)[:, None] * eps)
+        return jnp.broadcast_to(mean, (num,) + mean.shape).at[:, indices].add(offsets.T)
     eps = jax.random.normal(key, (num,) + mean.shape, mean.dtype)
     scale = jax.lax.rsqrt(precision)
     return mean + eps * (scale if local is None else jnp.where(local, scale, 0.0))
@@ -416,6 +551,8 @@ def learner(
     num_total: float = 1e6,
     train_prior: bool = True,
     local: Callable | None = None,
+    covariance: str = "diagonal",
+    differentiable_fit: bool = False,
     init_precision: float = 1e4,
     init_noise: float = 1.0,
     hyperprior: Hyperprior = DEFAULT_HYPERPRIOR,
@@ -439,6 +576,10 @@ def learner(
             ``params -> pytree of bools`` (one per leaf, e.g. :func:`last_layer`): the
             leaves that are per-episode; the others are shared by all episodes and
             meta-learned as points (``m0``), with no KL terms.
+        covariance: ``"diagonal"`` (the paper's) or ``"full"``: the local posterior's
+            precision is the whole Gauss-Newton block of the per-episode weights plus the
+            diagonal prior precision, held as a low-rank factor (rank = support points x
+            outputs) plus a diagonal (Gauss-Newton fit only).
         init_precision: initial ``n0 gam0`` (``n0 = 1``); large starts with no adaptation.
         init_noise: initial observation noise standard deviation.
         hyperprior: :class:`Hyperprior`.
@@ -466,9 +607,13 @@ def learner(
         raise ValueError("niw.learner: num_samples, num_predictive must be >= 1 and num_total > 0")
     if lik.classification and (num_classes is None or num_classes < 2):
         raise ValueError(f"niw.learner: classification needs num_classes >= 2, got {num_classes!r}")
+    if covariance not in COVARIANCES:
+        raise ValueError(f"niw.learner: covariance must be one of {COVARIANCES}, got {covariance!r}")
+    if covariance == "full" and (fit != "gauss_newton" or curvature is not None):
+        raise ValueError("niw.learner: covariance='full' needs fit='gauss_newton' and curvature=None")
     settings = Settings(
         fit, inner_steps, float(step_size), int(burnin), curvature, int(num_samples), int(num_predictive),
-        float(num_total), bool(train_prior),
+        float(num_total), bool(train_prior), covariance, bool(differentiable_fit),
     )  # fmt: skip
     example = network.init(jax.random.key(0))
     flat, unravel = ravel_pytree(example)

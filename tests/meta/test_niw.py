@@ -340,3 +340,127 @@ print(diff, r4.num_devices, float(np.max(np.abs(r1.params.m0 - r4.params.m0))))
 """
     diff, devices, params_diff = run_on_four_devices(script).split()
     assert float(diff) < 1e-5 and int(devices) == 4 and float(params_diff) < 1e-4
+
+
+def full_objective(m, precision, curvature, mbar, params):
+    """Quadratic + expected KL for a dense local precision (written out with jnp.linalg)."""
+    covariance = jnp.linalg.inv(precision)
+    quadratic = 0.5 * (jnp.trace(curvature @ covariance) + (m - mbar) @ curvature @ (m - mbar))
+    gam0, n0, l0 = jnp.exp(params.log_gam0), jnp.exp(params.log_n0), jnp.exp(params.log_l0)
+    kl = 0.5 * (
+        jnp.sum(
+            -jax.scipy.special.digamma(0.5 * n0) - jnp.log(2.0) - jnp.log(gam0)
+            + n0 * gam0 * jnp.square(m - params.m0) + 1.0 / l0 - 1.0 + n0 * gam0 * jnp.diag(covariance)
+        )
+        + jnp.linalg.slogdet(precision)[1]
+    )  # fmt: skip
+    return quadratic + kl
+
+
+def test_full_covariance_closed_form_is_stationary_and_its_kl_matches_monte_carlo():
+    d = 4
+    params = global_params(d, 60)
+    factor = jax.random.normal(key(61), (d, 3))  # rank 3: one direction without data
+    curvature = factor @ factor.T
+    mbar = jax.random.normal(key(62), (d,))
+    fit = niw.LocalFit(None, curvature @ mbar, factor)
+    m_star, gam_star = niw.local_posterior(fit, params)
+    dense = gam_star.dense()
+    np.testing.assert_allclose(dense, curvature + jnp.diag(params.prior_precision), rtol=1e-12)
+    np.testing.assert_allclose(
+        m_star, jnp.linalg.solve(dense, curvature @ mbar + params.prior_precision * params.m0)
+    )
+    np.testing.assert_allclose(gam_star.log_det(), jnp.linalg.slogdet(dense)[1], rtol=1e-12)
+    np.testing.assert_allclose(gam_star.inverse_diagonal(), jnp.diag(jnp.linalg.inv(dense)), rtol=1e-10)
+    dense_kl = full_objective(m_star, dense, jnp.zeros((d, d)), mbar, params)
+    np.testing.assert_allclose(niw.expected_kl(m_star, gam_star, params), dense_kl, rtol=1e-12)
+    grad_m, grad_gam = jax.grad(full_objective, argnums=(0, 1))(m_star, dense, curvature, mbar, params)
+    assert np.max(np.abs(grad_m)) < 1e-9 and np.max(np.abs(grad_gam + grad_gam.T)) < 1e-9
+    # Broken: the diagonal of the same precision is not stationary in the full objective.
+    diagonal = jnp.diag(jnp.diag(dense))
+    assert (
+        np.max(np.abs(jax.grad(full_objective, argnums=1)(m_star, diagonal, curvature, mbar, params))) > 1e-3
+    )
+
+    # The expected KL with a full precision, against Monte Carlo over (mu, Sigma).
+    mu, tau = draw_phi(key(63), params, 400_000)
+    covariance = jnp.linalg.inv(dense)
+    samples = 0.5 * (
+        -jnp.sum(jnp.log(tau), axis=1)
+        - jnp.linalg.slogdet(covariance)[1]
+        + tau @ jnp.diag(covariance)
+        + jnp.sum(tau * jnp.square(m_star - mu), axis=1)
+        - d
+    )
+    ok, info = within_five_standard_errors(
+        np.asarray(samples), float(niw.expected_kl(m_star, gam_star, params))
+    )
+    assert ok, info
+
+
+def test_full_covariance_linear_gaussian_head_is_the_exact_conjugate_posterior():
+    x = jax.random.normal(key(64), (5, 3))  # correlated design: the diagonal form is not exact
+    y = (x @ jnp.array([1.0, -2.0, 0.5]) + jax.random.normal(key(65), (5,)) * 0.3)[:, None]
+    params = global_params(3, 66)
+    learner = niw.learner(linear_network(3), optimizer=optax.adam(1e-3), covariance="full")
+    config = learner.config
+    fit = local_fit(
+        key(67), params, x, y, network=config.network, unravel=config.unravel,
+        likelihood=config.likelihood, settings=config.settings,
+    )  # fmt: skip
+    mean, precision = niw.local_posterior(fit, params)
+    noise_precision = jnp.exp(-2 * params.log_noise)
+    exact_precision = noise_precision * x.T @ x + jnp.diag(params.prior_precision)
+    exact_mean = jnp.linalg.solve(
+        exact_precision, noise_precision * x.T @ y[:, 0] + params.prior_precision * params.m0
+    )
+    np.testing.assert_allclose(precision.dense(), exact_precision, rtol=1e-10)
+    np.testing.assert_allclose(mean, exact_mean, rtol=1e-9)
+    # Perturb-and-solve draws: covariance within 5 standard errors (relative sd of a sample
+    # variance from n draws is sqrt(2 / n) = 0.003 here).
+    draws = niw._draws(key(68), mean, precision, 200_000)
+    np.testing.assert_allclose(jnp.cov(draws.T), jnp.linalg.inv(exact_precision), rtol=0.02, atol=2e-4)
+
+
+def test_differentiable_fit_gradient_matches_finite_differences():
+    # A last-layer head on shared features: the fit is differentiated in the shared weights
+    # and the noise (the head's expansion point is held), so moving everything but the
+    # head's m0 is an exact finite-difference check of the whole meta-gradient.
+    learner = niw.learner(
+        meta.networks.mlp([1, 3, 1]), optimizer=optax.adam(1e-3), local=niw.last_layer,
+        covariance="full", differentiable_fit=True, num_samples=2, init_precision=1.0,
+    )  # fmt: skip
+    config = learner.config
+    source = meta.episodes.sinusoid(shots=4, queries=5)
+    episode = jax.tree.map(lambda a: a.astype(jnp.float64), source.sample(key(70)))
+    params = learner.init(key(71)).params
+    head = jnp.asarray(config.local)
+    leaves, treedef = jax.tree.flatten(params)
+    direction = jax.tree.unflatten(treedef, [jax.random.normal(jax.random.fold_in(key(72), i), jnp.shape(x))
+                                             for i, x in enumerate(leaves)])  # fmt: skip
+    direction = direction._replace(m0=jnp.where(head, 0.0, direction.m0))
+    body_only = jax.tree.map(jnp.zeros_like, direction)._replace(m0=direction.m0)
+
+    def along(h):
+        return niw.episode_loss(
+            key(73), episode, jax.tree.map(lambda p, v: p + h * v, params, direction), config
+        )
+
+    grad = jax.grad(niw.episode_loss, argnums=2)(key(73), episode, params, config)
+    analytic = sum(
+        jnp.sum(g * v) for g, v in zip(jax.tree.leaves(grad), jax.tree.leaves(direction), strict=True)
+    )
+    numeric = (along(1e-5) - along(-1e-5)) / 2e-5
+    np.testing.assert_allclose(analytic, numeric, rtol=1e-6)
+    # Broken: the stop-gradient fit misses the features' effect on the head's posterior.
+    stopped = learner.config._replace(settings=config.settings._replace(differentiable_fit=False))
+    grad_stopped = jax.grad(niw.episode_loss, argnums=2)(key(73), episode, params, stopped)
+
+    def along_body(h):
+        moved = jax.tree.map(lambda p, v: p + h * v, params, body_only)
+        return niw.episode_loss(key(73), episode, moved, config)
+
+    numeric_body = (along_body(1e-5) - along_body(-1e-5)) / 2e-5
+    broken_body = jnp.sum(grad_stopped.m0 * body_only.m0)
+    np.testing.assert_allclose(jnp.sum(grad.m0 * body_only.m0), numeric_body, rtol=1e-6)
+    assert abs(broken_body - numeric_body) > 1e-2 * abs(numeric_body), (broken_body, numeric_body)
