@@ -44,6 +44,14 @@ an argument). Positive parameters are trained on the log scale.
 the network over ``S`` draws of ``N(m*, 1/gam*)``: a Gaussian mixture for regression
 (with the learned observation noise), the mean softmax for classification.
 
+**Extensions** (defaults off, so the default is the paper's form): ``local`` makes only
+some leaves per-episode (e.g. :func:`last_layer`; the rest are shared points);
+``covariance="full"`` keeps the whole Gauss-Newton matrix of the local weights,
+``gam* = F F^T + diag(P)`` (:class:`LowRankPrecision`), with ``log det gam*`` and
+``diag(gam*^-1)`` in the expected KL; ``differentiable_fit`` differentiates the last
+expansion in the shared weights and the noise. Together they give a Bayesian head on
+meta-learned features, which the all-weights diagonal form cannot learn on digits.
+
 Ablations (the issue's): ``train_prior=False`` keeps ``gam0, n0, l0`` at their initial
 values (only ``m0`` and the noise are learned); ``curvature=c`` replaces ``A`` by the
 constant ``c`` (a fixed per-coordinate step ``1/c``, MAML-like).
@@ -73,6 +81,7 @@ import optax
 from jax.flatten_util import ravel_pytree
 from jax.scipy.special import digamma, gammaln
 
+from ppl.meta.low_rank import LowRankPrecision
 from ppl.meta.networks import Likelihood, Network
 from ppl.meta.networks import likelihood as as_likelihood
 from ppl.meta.predictive import ClassPrediction, RegressionPrediction
@@ -233,81 +242,6 @@ def local_posterior(fit: LocalFit, params: GlobalParams, local=None) -> tuple[ja
     return (mean if local is None else jnp.where(local, mean, params.m0)), precision
 
 
-class LowRankPrecision(NamedTuple):
-    """The precision ``F F^T + diag(D)`` of a full local posterior, ``F`` ``(d_l, r)``,
-    ``D`` ``(d_l,)``, with ``r`` small: solves, the log-determinant and the diagonal of the
-    inverse by the Woodbury identity through the ``(r, r)`` matrix ``I + F^T D^-1 F``.
-
-    Its Cholesky factor is computed in plain ``jnp`` (a loop over ``r`` columns), not by
-    LAPACK: on XLA CPU (jaxlib 0.10.2) LAPACK factorisations inside a jitted training
-    loop hung (seen with Cholesky, eigh and LU solves in the same program).
-    """
-
-    factor: jax.Array
-    diagonal: jax.Array
-
-    def _core(self):
-        scaled = self.factor / self.diagonal[:, None]
-        core = jnp.eye(self.factor.shape[1], dtype=self.factor.dtype) + self.factor.T @ scaled
-        return scaled, _cholesky(core)
-
-    def solve(self, v: jax.Array) -> jax.Array:
-        """``(F F^T + D)^-1 v`` for ``v`` ``(d_l,)`` or ``(d_l, n)``."""
-        scaled, cholesky = self._core()
-        inner = _cholesky_solve(cholesky, scaled.T @ v)
-        divided = v / (self.diagonal if v.ndim == 1 else self.diagonal[:, None])
-        return divided - scaled @ inner
-
-    def log_det(self) -> jax.Array:
-        _, cholesky = self._core()
-        return jnp.sum(jnp.log(self.diagonal)) + 2.0 * jnp.sum(jnp.log(jnp.diag(cholesky)))
-
-    def inverse_diagonal(self) -> jax.Array:
-        """``diag((F F^T + D)^-1)``, ``(d_l,)``."""
-        scaled, cholesky = self._core()
-        # D^-1 - D^-1 F C^-1 F^T D^-1 with C = L L^T: subtract the squared rows of D^-1 F L^-T.
-        rows = _lower_solve(cholesky, scaled.T).T
-        return 1.0 / self.diagonal - jnp.sum(jnp.square(rows), axis=1)
-
-    def dense(self) -> jax.Array:
-        """The ``(d_l, d_l)`` matrix."""
-        return self.factor @ self.factor.T + jnp.diag(self.diagonal)
-
-
-def _cholesky(a: jax.Array) -> jax.Array:
-    """Lower Cholesky factor of a small SPD matrix, column by column in plain ``jnp``."""
-    size = a.shape[0]
-    rows = jnp.arange(size)
-
-    def column(j, lower):
-        residual = a[:, j] - lower @ lower[j, :]
-        pivot = jnp.sqrt(residual[j])
-        return lower.at[:, j].set(jnp.where(rows > j, residual / pivot, jnp.where(rows == j, pivot, 0.0)))
-
-    return jax.lax.fori_loop(0, size, column, jnp.zeros_like(a))
-
-
-def _lower_solve(lower: jax.Array, b: jax.Array) -> jax.Array:
-    """``lower^-1 b`` by forward substitution, ``b`` ``(r,)`` or ``(r, n)``."""
-
-    def row(i, x):
-        return x.at[i].set((b[i] - lower[i] @ x) / lower[i, i])
-
-    return jax.lax.fori_loop(0, lower.shape[0], row, jnp.zeros_like(b))
-
-
-def _cholesky_solve(lower: jax.Array, b: jax.Array) -> jax.Array:
-    """``(lower lower^T)^-1 b``."""
-    y = _lower_solve(lower, b)
-    upper = lower.T
-
-    def row(k, x):
-        i = upper.shape[0] - 1 - k
-        return x.at[i].set((y[i] - upper[i] @ x) / upper[i, i])
-
-    return jax.lax.fori_loop(0, upper.shape[0], row, jnp.zeros_like(y))
-
-
 def _indices(local, dim: int) -> np.ndarray:
     return np.arange(dim) if local is None else np.flatnonzero(local)
 
@@ -354,7 +288,9 @@ def local_fit(
     settings: Settings = DEFAULT_SETTINGS,
     local=None,
 ) -> LocalFit:
-    """The quadratic of one episode's support loss (no gradient flows through it).
+    """The quadratic of one episode's support loss. No gradient flows through it, except
+    with ``settings.differentiable_fit``: then the last expansion is differentiable in the
+    shared (non-local) weights and the noise, though not in its expansion point.
 
     Args:
         key: for SGLD's noise (unused by Gauss-Newton).
@@ -362,7 +298,8 @@ def local_fit(
         support_x, support_y: ``(K, *x_shape)``, ``(K, *y_shape)``.
         network, unravel: the network and the map from the flat ``(d,)`` vector to its params.
         likelihood: :data:`~ppl.meta.networks.GAUSSIAN` or :data:`~ppl.meta.networks.CATEGORICAL`.
-        settings: ``fit``, ``inner_steps``, ``step_size``, ``burnin``, ``curvature``.
+        settings: ``fit``, ``inner_steps``, ``step_size``, ``burnin``, ``curvature``,
+            ``covariance``, ``differentiable_fit``.
         local: ``None`` or a boolean ``(d,)`` mask of the per-episode coordinates (the
             others stay at ``m0``).
     """
@@ -402,11 +339,10 @@ def local_fit(
             return jax.lax.stop_gradient(expand(theta))
         # The last expansion is differentiated: in the shared weights (the features a
         # local head is fitted on) and the noise; the expansion point itself is not.
-        shared = live.m0 if local is None else jnp.where(local, theta, live.m0)
-        point = theta if local is None else shared
+        point = theta if local is None else jnp.where(local, theta, live.m0)
         live_noise = jnp.exp(live.log_noise)
         live_loss = _support_loss(unravel, network, likelihood, support_x, support_y, live_noise)
-        return expand(point if local is not None else jax.lax.stop_gradient(theta), live_noise, live_loss)
+        return expand(point, live_noise, live_loss)
 
     def langevin(theta, step_key):
         noise_draw = jax.random.normal(step_key, theta.shape, theta.dtype)
@@ -476,8 +412,9 @@ def episode_objective(key, params: GlobalParams, fit: LocalFit, episode, config)
 
 
 def episode_loss(key, episode, params: GlobalParams, config) -> jax.Array:
-    """One episode's meta-loss: :func:`local_fit` on its support (no gradient through
-    it), then :func:`episode_objective`; its gradient in ``params`` is the meta-gradient."""
+    """One episode's meta-loss: :func:`local_fit` on its support (no gradient through it
+    unless ``differentiable_fit``), then :func:`episode_objective`; its gradient in
+    ``params`` is the meta-gradient."""
     settings = config.settings
     if not settings.train_prior:
         params = params._replace(
