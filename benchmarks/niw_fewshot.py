@@ -8,7 +8,8 @@ same training episodes, drawn by ``ppl.meta.train`` from the same key):
   training episode, 25 episodes per meta-step, ``mlp([1, 40, 40, 1])``. Methods: ``niw``
   (the paper's form: every weight per-episode, diagonal, Gauss-Newton, 2 inner steps),
   ``niw_head`` (the last layer per-episode with a full local precision and the fit
-  differentiated in the shared features, ``init_precision=1``), ``maml`` (second order, 1 inner step, inner lr 0.01),
+  differentiated in the shared features, ``init_precision=1``), ``maml`` (second order,
+  1 inner step, inner lr 0.01),
   ``pretrain_finetune`` (10 steps, lr 0.01), and the NIW ablations ``niw_frozen_prior``
   (``train_prior=False``) and ``niw_constant_curvature`` (``curvature=c``). Adam's
   learning rate (and ``c``) per method is chosen by the query MSE on 500 validation
