@@ -95,10 +95,3 @@ def test_martingale_density_example(tmp_path):
     assert "netCDF round trip identical: True" in output
     for name in ("martingale_density.png", "martingale_density.nc"):
         assert (tmp_path / name).stat().st_size > 0
-
-
-def test_niw_fewshot_example(tmp_path):
-    output = run_example("niw_fewshot.py", tmp_path)
-    for text in ("5-shot sinusoid", "NIW", "MAML", "90% coverage", "ArviZ (one test task)"):
-        assert text in output
-    assert (tmp_path / "niw_fewshot.png").stat().st_size > 0

@@ -174,11 +174,12 @@ def test_meta_gradient_matches_finite_differences(tiny):
         fit_key, params, episode.support_x, episode.support_y, network=config.network,
         unravel=config.unravel, likelihood=config.likelihood, settings=config.settings,
     )  # fmt: skip
-    grad = jax.grad(niw.episode_loss, argnums=2)(rng, episode, params, config)
+    grad = jax.jit(jax.grad(lambda p: niw.episode_loss(rng, episode, p, config)))(params)
     leaves, treedef = jax.tree.flatten(params)
     direction = jax.tree.unflatten(treedef, [jax.random.normal(jax.random.fold_in(key(13), i), jnp.shape(x))
                                              for i, x in enumerate(leaves)])  # fmt: skip
 
+    @jax.jit
     def along(h):
         moved = jax.tree.map(lambda p, v: p + h * v, params, direction)
         return niw.episode_objective(draw_key, moved, fit, episode, config)
@@ -441,12 +442,13 @@ def test_differentiable_fit_gradient_matches_finite_differences():
     direction = direction._replace(m0=jnp.where(head, 0.0, direction.m0))
     body_only = jax.tree.map(jnp.zeros_like, direction)._replace(m0=direction.m0)
 
+    @jax.jit
     def along(h):
         return niw.episode_loss(
             key(73), episode, jax.tree.map(lambda p, v: p + h * v, params, direction), config
         )
 
-    grad = jax.grad(niw.episode_loss, argnums=2)(key(73), episode, params, config)
+    grad = jax.jit(jax.grad(lambda p: niw.episode_loss(key(73), episode, p, config)))(params)
     analytic = sum(
         jnp.sum(g * v) for g, v in zip(jax.tree.leaves(grad), jax.tree.leaves(direction), strict=True)
     )
@@ -454,8 +456,9 @@ def test_differentiable_fit_gradient_matches_finite_differences():
     np.testing.assert_allclose(analytic, numeric, rtol=1e-6)
     # Broken: the stop-gradient fit misses the features' effect on the head's posterior.
     stopped = learner.config._replace(settings=config.settings._replace(differentiable_fit=False))
-    grad_stopped = jax.grad(niw.episode_loss, argnums=2)(key(73), episode, params, stopped)
+    grad_stopped = jax.jit(jax.grad(lambda p: niw.episode_loss(key(73), episode, p, stopped)))(params)
 
+    @jax.jit
     def along_body(h):
         moved = jax.tree.map(lambda p, v: p + h * v, params, body_only)
         return niw.episode_loss(key(73), episode, moved, config)
