@@ -33,7 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from ppl.meta.episodes import Episodes, EpisodeSource, check_episodes, sample_episodes
+from ppl.meta.episodes import Episodes, EpisodeSource, check_episodes, from_iterator, sample_episodes
 from ppl.runtime.devices import DevicePlan, map_replicas, plan_devices, to_host
 from ppl.runtime.keys import replica_keys, validate_key
 from ppl.runtime.loop import NUM_UPDATES, progress_enabled, scan_in_chunks
@@ -254,49 +254,38 @@ def train(
             num_episodes=int(num_episodes),
             plan=plan,
         )
-        state, info = scan_in_chunks(
-            advance,
-            state,
-            np.arange(steps, dtype=np.int32),
-            progress_bar=progress_bar,
-            description=f"meta-train {learner.name}",
-            on_chunk=stop_on_nonfinite,
+        num_chunks = None
+    else:
+        # A user stream, checked batch by batch (episodes.from_iterator) and pulled at most
+        # ITERATOR_CHUNK batches per jitted call.
+        stream = from_iterator(
+            episodes, classification=learner.classification, num_classes=learner.num_classes
         )
-        return TrainResult(learner, to_host(state), info.loss, plan.num_devices)
+        first = next(stream, None)
+        if first is None:
+            raise ValueError("train: the episode iterable is empty")
+        size = first.support_x.shape[0]
+        if num_episodes is not None and num_episodes != size:
+            raise ValueError(f"train: num_episodes={num_episodes} but the first batch has {size} episodes")
+        plan = plan_devices(int(size), devices, replicas="episodes per batch")
+        batches = itertools.chain([first], stream)
 
-    stream = iter(episodes)
-    first = next(stream, None)
-    if first is None:
-        raise ValueError("train: the episode iterable is empty")
-    first = check_episodes(
-        Episodes(*first), classification=learner.classification, num_classes=learner.num_classes
-    )
-    if num_episodes is not None and num_episodes != first.support_x.shape[0]:
-        raise ValueError(
-            f"train: num_episodes={num_episodes} but the first batch has {first.support_x.shape[0]} episodes"
-        )
-    plan = plan_devices(int(first.support_x.shape[0]), devices, replicas="episodes per batch")
-    batches = itertools.chain([first], stream)
-
-    def advance(state, steps_chunk):
-        chunk = []
-        for t in steps_chunk:
-            batch = next(batches, None)
-            if batch is None:
-                raise ValueError(f"train: the episode iterable ran out after {int(t)} batches; steps={steps}")
-            batch = check_episodes(
-                Episodes(*batch), classification=learner.classification, num_classes=learner.num_classes
-            )
-            if jax.tree.map(jnp.shape, batch) != jax.tree.map(jnp.shape, first):
+        def advance(state, steps_chunk):
+            chunk = [next(batches, None) for _ in steps_chunk]
+            if chunk[-1] is None:
+                ran_out = int(steps_chunk[0]) + chunk.index(None)
                 raise ValueError(
-                    f"train: batch {int(t)} has shapes {jax.tree.map(jnp.shape, batch)}, "
-                    f"the first had {jax.tree.map(jnp.shape, first)}"
+                    f"train: the episode iterable ran out after {ran_out} batches; steps={steps}"
                 )
-            chunk.append(batch)
-        stacked = jax.tree.map(lambda *leaves: jnp.stack(leaves), *chunk)
-        return _advance_batches(state, (jnp.asarray(steps_chunk), stacked), key, learner=learner, plan=plan)
+            stacked = jax.tree.map(lambda *leaves: jnp.stack(leaves), *chunk)
+            return _advance_batches(
+                state, (jnp.asarray(steps_chunk), stacked), key, learner=learner, plan=plan
+            )
 
-    num_chunks = max(NUM_UPDATES if progress_enabled(progress_bar) else 1, math.ceil(steps / ITERATOR_CHUNK))
+        num_chunks = max(
+            NUM_UPDATES if progress_enabled(progress_bar) else 1, math.ceil(steps / ITERATOR_CHUNK)
+        )
+
     state, info = scan_in_chunks(
         advance,
         state,
