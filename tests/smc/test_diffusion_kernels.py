@@ -34,12 +34,23 @@ def sampler(name):
 
 
 def ddpm_moments(x):
-    """DDIM with eta = 1 written out: mean and sd of p(x' | x) for D(x) = alpha x."""
+    """DDPM's bridge (DDIM, eta = 1) averaged over ``x_0 | x_t ~ N(alpha x, sigma^2 I)``, written
+    out: mean and sd of p(x' | x), the exact reverse conditional of N(0, I)."""
     x = np.asarray(x, np.float64)
     denoised = ALPHA * x
     c = SIGMA_NEXT * np.sqrt(1 - (ALPHA * SIGMA_NEXT / (ALPHA_NEXT * SIGMA)) ** 2)
     eps = (x - ALPHA * denoised) / SIGMA
-    return ALPHA_NEXT * denoised + np.sqrt(SIGMA_NEXT**2 - c**2) * eps, c
+    x0_coefficient = ALPHA_NEXT - np.sqrt(SIGMA_NEXT**2 - c**2) * ALPHA / SIGMA
+    return ALPHA_NEXT * denoised + np.sqrt(SIGMA_NEXT**2 - c**2) * eps, np.hypot(c, x0_coefficient * SIGMA)
+
+
+def test_the_reverse_kernel_is_the_exact_reverse_conditional_of_a_gaussian():
+    """For x_0 ~ N(0, I) the forward process is stationary with x_t = (alpha / alpha') x_t' +
+    noise, so p(x' | x) = N((alpha / alpha') x, 1 - (alpha / alpha')^2)."""
+    mean, std = ddpm_moments(X)
+    ratio = ALPHA / ALPHA_NEXT
+    np.testing.assert_allclose(mean, ratio * np.asarray(X), rtol=1e-6)
+    np.testing.assert_allclose(std, np.sqrt(1 - ratio**2), rtol=1e-6)
 
 
 def test_the_closed_forms_used_here():

@@ -70,14 +70,20 @@ class Sampler(NamedTuple):
 
 
 def ddim_moments(prior: DiffusionPrior, x, t, t_next, eta):
-    """Mean and standard deviation of the reverse kernel ``p(x_{t_next} | x_t)`` (DDIM with ``eta``).
+    """Mean and standard deviation of the reverse kernel ``p(x_{t_next} | x_t)``.
 
-    ``eta = 1`` is DDPM's ancestral kernel, ``eta = 0`` the deterministic DDIM map. With
-    ``x0 = D(x, t)`` and ``eps = (x - alpha x0) / sigma``:
-    ``mean = alpha' x0 + sqrt(sigma'^2 - c^2) eps``,
-    ``c = eta sigma' sqrt(1 - (alpha sigma' / (alpha' sigma))^2)``.
+    The DDIM bridge ``q(x' | x_t, x_0) = N(alpha' x_0 + sqrt(sigma'^2 - c^2) (x_t - alpha x_0) / sigma,
+    c^2 I)``, ``c = eta sigma' sqrt(1 - (alpha sigma' / (alpha' sigma))^2)`` (``eta = 1``: DDPM's
+    ancestral bridge, ``eta = 0``: DDIM's), averaged over ``x_0 | x_t`` with its mean
+    ``x0 = D(x, t)`` and its variance ``v = tr Cov[x_0 | x_t] / d``
+    (:meth:`~ppl.smc.diffusion.DiffusionPrior.denoiser_variance`): the mean is the bridge's
+    at ``x0``, the variance ``c^2 + a^2 v`` with ``a = alpha' - sqrt(sigma'^2 - c^2) alpha / sigma``
+    the bridge's coefficient of ``x_0``. Every bridge keeps the forward marginals, so for
+    Gaussian data (isotropic: ``Cov[x_0 | x_t] = v I``) this kernel is the exact reverse
+    conditional at any step size; the plain kernel (``v = 0``, DDPM / DDIM) loses variance on
+    coarse grids (a mixture's component variances come out at 0.9 of the truth at 100 steps).
 
-    Returns ``(mean (d,), c (), x0 (d,))``.
+    Returns ``(mean (d,), std (), x0 (d,))``.
     """
     return ddim_moments_from_denoised(prior, x, prior.denoise(x, t), t, t_next, eta)
 
@@ -88,9 +94,11 @@ def ddim_moments_from_denoised(prior: DiffusionPrior, x, denoised, t, t_next, et
     alpha, sigma = schedule.alpha(t), schedule.sigma(t)
     alpha_next, sigma_next = schedule.alpha(t_next), schedule.sigma(t_next)
     ratio = alpha * sigma_next / (alpha_next * sigma)
-    std = eta * sigma_next * jnp.sqrt(jnp.clip(1 - ratio**2, 0.0, 1.0))
-    noise = (x - alpha * denoised) / sigma
-    mean = alpha_next * denoised + jnp.sqrt(jnp.clip(sigma_next**2 - std**2, 0.0)) * noise
+    bridge_std = eta * sigma_next * jnp.sqrt(jnp.clip(1 - ratio**2, 0.0, 1.0))
+    noise_scale = jnp.sqrt(jnp.clip(sigma_next**2 - bridge_std**2, 0.0)) / sigma
+    mean = alpha_next * denoised + noise_scale * (x - alpha * denoised)
+    x0_scale = alpha_next - noise_scale * alpha
+    std = jnp.sqrt(bridge_std**2 + x0_scale**2 * prior.denoiser_variance(x, t))
     return mean, std, denoised
 
 

@@ -41,11 +41,17 @@ class GaussianMixture(mixture.GaussianMixture):
     """
 
     def diffusion_prior(self, schedule: Schedule) -> DiffusionPrior:
-        """A :class:`DiffusionPrior` with the exact noised score and the exact noise-end law."""
+        """A :class:`DiffusionPrior` with the exact noised score, the exact posterior variance of
+        ``x_0`` given ``x_t`` (for the reverse kernel) and the exact noise-end law."""
         t_max = schedule.t_max
         noise_end = self.noised(schedule.alpha(t_max), schedule.sigma(t_max))
         return DiffusionPrior(
-            schedule, self.dim, score_fn=_NoisedScore(schedule), params=self, noise_end=noise_end
+            schedule,
+            self.dim,
+            score_fn=_NoisedScore(schedule),
+            params=self,
+            noise_end=noise_end,
+            denoiser_variance=_NoisedDenoiserVariance(schedule),
         )
 
 
@@ -63,6 +69,19 @@ class _NoisedScore:
 
     def __hash__(self):
         return hash(("noised-mixture-score", self.schedule))
+
+
+class _NoisedDenoiserVariance(_NoisedScore):
+    """``(mixture, x, t) -> tr Cov[x_0 | x_t = x] / d``, exact."""
+
+    def __call__(self, mixture: GaussianMixture, x, t):
+        return mixture.denoiser_variance(x, self.schedule.alpha(t), self.schedule.sigma(t))
+
+    def __eq__(self, other):
+        return isinstance(other, _NoisedDenoiserVariance) and other.schedule == self.schedule
+
+    def __hash__(self):
+        return hash(("noised-mixture-denoiser-variance", self.schedule))
 
 
 def grid_mixture_problem(seed: int, dim: int, obs_dim: int):

@@ -102,6 +102,21 @@ class GaussianMixture:
         precision = self.responsibilities(x) / self.variances  # (K,)
         return precision @ self.means - jnp.sum(precision) * x
 
+    def denoiser_variance(self, x, alpha, sigma) -> jax.Array:
+        """``tr Cov[x_0 | x_t = x] / d`` when ``x_0`` has this law and ``x_t = alpha x_0 + sigma eps``: ``()``.
+
+        Given component ``k``, ``x_0 | x_t`` is ``N(mu_k, c_k I)`` with
+        ``c_k = v_k sigma^2 / (sigma^2 + alpha^2 v_k)``, ``mu_k = (sigma^2 m_k + alpha v_k x) /
+        (sigma^2 + alpha^2 v_k)``; the mixture over the responsibilities ``gamma_k(x)`` has
+        ``tr Cov = d sum_k gamma_k c_k + sum_k gamma_k |mu_k - mu_bar|^2``.
+        """
+        gamma = self.noised(alpha, sigma).responsibilities(x)  # (K,)
+        denominator = sigma**2 + alpha**2 * self.variances  # (K,)
+        means = (sigma**2 * self.means + (alpha * self.variances)[:, None] * x) / denominator[:, None]
+        mean = gamma @ means
+        spread = jnp.maximum(gamma @ jnp.sum(means**2, -1) - mean @ mean, 0.0) / self.dim
+        return gamma @ (self.variances * sigma**2 / denominator) + spread
+
     def sample(self, rng_key, num_samples: int) -> jax.Array:
         """Draws ``(num_samples, d)``."""
         component_key, noise_key = jax.random.split(rng_key)

@@ -46,6 +46,12 @@ class DiffusionPrior:
         noise_end: the law of ``x_{t_max}`` as a
             :class:`~ppl.smc.diffusion.GaussianMixture`; default ``N(0, (alpha^2 + sigma^2) I)``
             at ``t_max`` (data of unit scale). Samplers start from it.
+        denoiser_variance: ``tr Cov[x_0 | x_t = x] / dim``, which the shared reverse kernel adds
+            to its variance (see :meth:`denoiser_variance`): a function ``(x, t) -> ()`` (or
+            ``(params, x, t)``), ``"jacobian"`` (default: from the denoiser's Jacobian,
+            ``Cov[x_0 | x_t] = (sigma^2 / alpha) dD/dx``; its trace exactly for
+            ``dim <= 32``, else by one fixed Rademacher probe, one JVP per particle and step),
+            or ``"zero"`` (the plain DDPM / DDIM kernel, which treats ``x_0`` as known given ``x_t``).
 
     Raises:
         ValueError: if not exactly one network is given, or its output shape is not ``(dim,)``.
@@ -61,6 +67,7 @@ class DiffusionPrior:
         denoiser_fn: Callable | None = None,
         params=None,
         noise_end=None,
+        denoiser_variance: Callable | str = "jacobian",
     ):
         given = {"score_fn": score_fn, "noise_fn": noise_fn, "denoiser_fn": denoiser_fn}
         named = [name for name, fn in given.items() if fn is not None]
@@ -74,6 +81,11 @@ class DiffusionPrior:
             )
         self.schedule, self.dim, self.parameterisation = schedule, int(dim), named[0][: -len("_fn")]
         self.network, self.params = given[named[0]], params
+        if not (callable(denoiser_variance) or denoiser_variance in ("jacobian", "zero")):
+            raise ValueError(
+                f"denoiser_variance must be a function, 'jacobian' or 'zero', got {denoiser_variance!r}"
+            )
+        self.variance_fn = denoiser_variance
         if noise_end is None:
             t = schedule.t_max
             variance = float(schedule.alpha(t) ** 2 + schedule.sigma(t) ** 2)
@@ -92,13 +104,13 @@ class DiffusionPrior:
 
     # -- pytree: parameters and the noise-end law are data; the rest is static.
     def tree_flatten(self):
-        static = (self.schedule, self.dim, self.parameterisation, self.network)
+        static = (self.schedule, self.dim, self.parameterisation, self.network, self.variance_fn)
         return (self.params, self.noise_end), static
 
     @classmethod
     def tree_unflatten(cls, static, children):
         prior = object.__new__(cls)
-        prior.schedule, prior.dim, prior.parameterisation, prior.network = static
+        prior.schedule, prior.dim, prior.parameterisation, prior.network, prior.variance_fn = static
         prior.params, prior.noise_end = children
         return prior
 
@@ -128,6 +140,30 @@ class DiffusionPrior:
         if self.parameterisation == "noise":
             return (x - sigma * self._network(x, t)) / alpha
         return (x + sigma**2 * self._network(x, t)) / alpha
+
+    def denoiser_variance(self, x: jax.Array, t) -> jax.Array:
+        """``tr Cov[x_0 | x_t = x] / dim``, shape ``()`` (see the ``denoiser_variance`` argument).
+
+        The reverse kernel's variance is the bridge variance plus ``a^2`` times this
+        (:func:`~ppl.smc.diffusion.base.ddim_moments`), which is exact for Gaussian data.
+        """
+        if callable(self.variance_fn):
+            fn = self.variance_fn
+            return fn(x, t) if self.params is None else fn(self.params, x, t)
+        if self.variance_fn == "zero":
+            return jnp.zeros((), x.dtype)
+        scale = self.schedule.sigma(t) ** 2 / self.schedule.alpha(t)
+        return jnp.maximum(scale * self._jacobian_trace(x, t) / self.dim, 0.0)
+
+    def _jacobian_trace(self, x, t):
+        """``tr dD/dx`` at ``x``: exact (``dim`` JVPs) for ``dim <= 32``, else one fixed Rademacher probe."""
+
+        def along(probe):
+            return probe @ jax.jvp(lambda z: self.denoise(z, t), (x,), (probe,))[1]
+
+        if self.dim <= 32:
+            return jnp.sum(jax.vmap(along)(jnp.eye(self.dim, dtype=x.dtype)))
+        return along(jax.random.rademacher(jax.random.key(0), (self.dim,), x.dtype))
 
     def sample_initial(self, rng_key: jax.Array, num_samples: int) -> jax.Array:
         """Draws from the noise end ``p_{t_max}``, shape ``(num_samples, dim)``."""
