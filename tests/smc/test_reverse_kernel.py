@@ -84,7 +84,7 @@ def test_mixture_denoiser_variance_is_the_trace_of_the_denoiser_jacobian():
     for t in (0.05, 0.3, 0.8):
         alpha, sigma = float(SCHEDULE.alpha(t)), float(SCHEDULE.sigma(t))
         x = jax.random.normal(key(2), (3,)) * 2
-        jacobian = jax.jacfwd(lambda z: prior.denoise(z, t))(x)
+        jacobian = jax.jacfwd(prior.denoise)(x, t)
         expected = sigma**2 / alpha * jnp.trace(jacobian) / 3
         np.testing.assert_allclose(gmm.denoiser_variance(x, alpha, sigma), expected, rtol=1e-3)
 

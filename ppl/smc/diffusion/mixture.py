@@ -103,7 +103,7 @@ class GaussianMixture:
         return precision @ self.means - jnp.sum(precision) * x
 
     def denoiser_variance(self, x, alpha, sigma) -> jax.Array:
-        """``tr Cov[x_0 | x_t = x] / d`` when ``x_0`` has this law and ``x_t = alpha x_0 + sigma eps``: ``()``.
+        """``tr Cov[x_0 | x_t = x] / d`` for ``x_0`` of this law, ``x_t = alpha x_0 + sigma eps``: ``()``.
 
         Given component ``k``, ``x_0 | x_t`` is ``N(mu_k, c_k I)`` with
         ``c_k = v_k sigma^2 / (sigma^2 + alpha^2 v_k)``, ``mu_k = (sigma^2 m_k + alpha v_k x) /

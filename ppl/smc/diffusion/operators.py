@@ -28,6 +28,21 @@ _LOG_2PI = float(np.log(2 * np.pi))
 __all__ = ["LinearOperator", "MaskOperator", "MatrixOperator", "Measurement", "measurement"]
 
 
+def _check_finite(name: str, array) -> None:
+    """``ValueError`` naming ``name``, its shape and the first non-finite entry (skipped under ``jit``)."""
+    if isinstance(array, jax.core.Tracer):
+        return
+    values = np.asarray(array)
+    bad = np.argwhere(~np.isfinite(values))
+    if bad.size:
+        index = tuple(int(i) for i in bad[0])
+        count = f"{len(bad)} non-finite entr{'y' if len(bad) == 1 else 'ies'}"
+        raise ValueError(
+            f"{name} of shape {values.shape} has {count}; the first is "
+            f"{name}[{', '.join(map(str, index))}] = {values[index]}"
+        )
+
+
 class LinearOperator:
     """Interface of a linear forward map ``A: R^d -> R^{d_y}`` with a thin SVD."""
 
@@ -60,6 +75,7 @@ class MatrixOperator(LinearOperator):
         matrix = np.asarray(matrix, np.float64)
         if matrix.ndim != 2:
             raise ValueError(f"the forward matrix must be 2-D (d_y, d), got shape {matrix.shape}")
+        _check_finite("A", matrix)
         u, s, vt = np.linalg.svd(matrix, full_matrices=False)
         keep = s > 1e-6 * max(float(s.max(initial=0.0)), 1e-30)
         self.matrix = jnp.asarray(matrix, jnp.float32)
@@ -221,8 +237,10 @@ def measurement(forward, y, noise_std: float, dim: int | None = None) -> Measure
         dim: ``d``; checked against the operator when given.
 
     Raises:
-        ValueError: naming the shapes, if ``A``, ``x`` and ``y`` disagree or ``noise_std <= 0``.
+        ValueError: naming the shapes, if ``A``, ``x`` and ``y`` disagree or ``noise_std <= 0``;
+            naming the array and its first bad index, if ``A`` or ``y`` has a NaN or inf.
     """
+    _check_finite("y", y)
     y = jnp.asarray(y, jnp.float32)
     if y.ndim != 1:
         raise ValueError(f"y must be 1-D (d_y,), got shape {y.shape}")
