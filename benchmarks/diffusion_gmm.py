@@ -7,7 +7,7 @@ from their final weights. Reported: sliced Wasserstein (100 slices) to 2000 exac
 and minimum ESS, and wall time after compile. Also the throughput of TDS at d = 800,
 N = 1000 on 1 and 4 host devices.
 
-    python benchmarks/diffusion_gmm.py [--quick] [--cells 800:2,800:4] [--skip fps,afdps-sde]
+    python benchmarks/diffusion_gmm.py [--quick] [--cells 800:2,800:4] [--skip fps,afdps-sde] [--instances 5]
 """
 
 import os
@@ -29,11 +29,13 @@ from ppl.smc import diffusion as D
 QUICK = "--quick" in sys.argv
 CELLS = [(8, 2), (80, 1), (800, 4)] if QUICK else [(d, k) for d in (8, 80, 800) for k in (1, 2, 4)]
 # --cells 800:2,800:4 and --skip fps run part of the grid (written to diffusion_gmm_part.json)
-PART = "--cells" in sys.argv or "--skip" in sys.argv
+PART = any(flag in sys.argv for flag in ("--cells", "--skip", "--instances"))
 if "--cells" in sys.argv:
     CELLS = [tuple(map(int, c.split(":"))) for c in sys.argv[sys.argv.index("--cells") + 1].split(",")]
 SKIP = sys.argv[sys.argv.index("--skip") + 1].split(",") if "--skip" in sys.argv else []
 INSTANCES = 3 if QUICK else 20
+if "--instances" in sys.argv:
+    INSTANCES = int(sys.argv[sys.argv.index("--instances") + 1])
 STEPS = (20, 100)
 N = 2000
 METHODS = {
