@@ -16,6 +16,11 @@ from ppl.smc.diffusion.afdps import afdps
 from ppl.smc.diffusion.base import DiffusionResult, Sampler, StepInfo
 from ppl.smc.diffusion.dps import dps
 from ppl.smc.diffusion.fps import fps
+from ppl.smc.diffusion.full_mixture import (
+    FullCovarianceMixture,
+    FullCovarianceMixturePosterior,
+    correlated_mixture_problem,
+)
 from ppl.smc.diffusion.gmm import GaussianMixture, GaussianMixturePosterior, grid_mixture_problem
 from ppl.smc.diffusion.mcgdiff import mcgdiff
 from ppl.smc.diffusion.metrics import sliced_wasserstein
@@ -28,6 +33,8 @@ from ppl.smc.diffusion.training import NoiseMLP, ScoreFit, TrainState, dsm_loss,
 __all__ = [
     "DiffusionPrior",
     "DiffusionResult",
+    "FullCovarianceMixture",
+    "FullCovarianceMixturePosterior",
     "GaussianMixture",
     "GaussianMixturePosterior",
     "LinearOperator",
@@ -41,6 +48,7 @@ __all__ = [
     "StepInfo",
     "TrainState",
     "afdps",
+    "correlated_mixture_problem",
     "dps",
     "dsm_loss",
     "fps",
