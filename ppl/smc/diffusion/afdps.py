@@ -264,12 +264,12 @@ def _flow_weight(observation, x, x_next):
 
 def _substep(observation, x, flow, log_weights, remaining, grid_step, min_ess):
     """The longest of ``min(remaining, grid_step / 2^j)``, ``j = 0 .. MAX_HALVINGS``, whose flow
-    weight keeps the conditional ESS ``(sum W w)^2 / sum W w^2`` at or above ``min_ess * n``
+    weight keeps the conditional ESS ``n (sum W w)^2 / sum W w^2`` at or above ``min_ess * n``
     (the shortest if none does). Returns ``h ()``."""
     steps = jnp.minimum(remaining, grid_step * 0.5 ** jnp.arange(MAX_HALVINGS + 1))  # (J,)
     increments = jax.vmap(lambda h: _flow_weight(observation, x, x + h * flow))(steps)  # (J, n)
     log_cess = 2 * logsumexp(log_weights + increments, -1) - logsumexp(log_weights + 2 * increments, -1)
-    good = log_cess >= jnp.log(min_ess * x.shape[0])
+    good = log_cess >= jnp.log(min_ess)  # log_cess is log(CESS / n)
     return steps[jnp.where(jnp.any(good), jnp.argmax(good), MAX_HALVINGS)]
 
 
@@ -400,7 +400,7 @@ def afdps(
     resampling_scheme: str = "systematic",
     langevin_step: float = 0.1,
     langevin_steps: int = 1,
-    min_step_ess: float = 0.5,
+    min_step_ess: float = 0.9,
     devices: int | None = None,
     progress_bar: bool | None = None,
 ):
