@@ -164,19 +164,22 @@ def _leaf(context: _Context, value) -> jax.Array:
     if value.shape != ():
         raise ValueError(f"an objective must return a scalar, got shape {value.shape}")
     scored = [record for record in context.records.values() if record.kind == "reinforce"]
-    total_log_q = sum((jnp.sum(record.log_q) for record in scored), jnp.zeros(()))
-    surrogate = value * _box(total_log_q)
+    # Scores use each site's unscaled log q (SiteRecord): NumPyro's scale weighs the value only.
+    total_score = sum((jnp.sum(record.score_log_q) for record in scored), jnp.zeros(()))
+    surrogate = value * _box(total_score)
     fixed_value = jax.lax.stop_gradient(value)
     for record in scored:
         if record.baseline is not None:
-            baseline = jnp.broadcast_to(record.baseline, record.log_q.shape)
-            surrogate = surrogate + jnp.sum((1.0 - _box(record.log_q)) * baseline)
+            baseline = jnp.broadcast_to(record.baseline, record.score_log_q.shape)
+            surrogate = surrogate + jnp.sum((1.0 - _box(record.score_log_q)) * baseline)
             # A learned baseline regresses on the value; zero in value, no gradient
             # for anything else (the baseline's own parameters get the least-squares step).
             squared = jnp.square(fixed_value - baseline)
             surrogate = surrogate - jnp.sum(squared - jax.lax.stop_gradient(squared))
-        elif context.loo_baselines is not None and record.log_q.shape[:1] == context.loo_baselines.shape:
-            per_particle = record.log_q.reshape(record.log_q.shape[0], -1).sum(axis=1)
+        elif (
+            context.loo_baselines is not None and record.score_log_q.shape[:1] == context.loo_baselines.shape
+        ):
+            per_particle = record.score_log_q.reshape(record.score_log_q.shape[0], -1).sum(axis=1)
             surrogate = surrogate + jnp.sum((1.0 - _box(per_particle)) * context.loo_baselines)
     return surrogate
 

@@ -125,14 +125,21 @@ def set_up_autoguide(guide, args, kwargs) -> None:
         guide(*args, **kwargs)
 
 
-@functools.partial(jax.tree_util.register_dataclass, data_fields=["log_q", "baseline"], meta_fields=["kind"])
+@functools.partial(
+    jax.tree_util.register_dataclass, data_fields=["score_log_q", "baseline"], meta_fields=["kind"]
+)
 @dataclass
 class SiteRecord:
-    """One guide site as the surrogate needs it; ``log_q`` has the particle axes
-    of the ``sim`` call that drew it (``()`` for a single draw)."""
+    """One guide site as the surrogate needs it.
+
+    ``score_log_q`` is the log-density of the distribution the value was drawn from,
+    *without* NumPyro's ``scale`` (a subsampled plate's ``N / B``): it is what the
+    score term ``grad log q(z)`` differentiates, while the objective's value sees the
+    scaled log-density. It has the particle axes of the ``sim`` call that drew it
+    (``()`` for a single draw)."""
 
     kind: str
-    log_q: jax.Array
+    score_log_q: jax.Array
     baseline: jax.Array | None = None
 
 
@@ -154,16 +161,22 @@ def _check_shape(site: str, fn, value, sample_shape=()) -> None:
         )
 
 
-def _site_log_prob(msg) -> jax.Array:
-    # As NumPyro scores a site: with the draw's intermediates when it has them.
-    intermediates = msg.get("intermediates")
-    if intermediates:
-        log_prob = msg["fn"].log_prob(msg["value"], intermediates)
-    else:
-        log_prob = msg["fn"].log_prob(msg["value"])
+def _unscaled_log_prob(msg) -> jax.Array:
+    """The site's elementwise log-density, NumPyro's ``scale`` not applied (the draw's
+    intermediates used when it has them, Bernoulli's kink at logit 0 removed)."""
+    fn, intermediates = est.without_kinks(msg["fn"]), msg.get("intermediates")
+    return fn.log_prob(msg["value"], intermediates) if intermediates else fn.log_prob(msg["value"])
+
+
+def _scaled_total(msg, log_prob) -> jax.Array:
+    """``sum(scale * log_prob)``: the site's term in a log-density, as NumPyro scores it."""
     if msg.get("scale") is not None:
         log_prob = msg["scale"] * log_prob
     return jnp.sum(log_prob)
+
+
+def _site_log_prob(msg) -> jax.Array:
+    return _scaled_total(msg, _unscaled_log_prob(msg))
 
 
 class _GuideRun(Messenger):
@@ -190,7 +203,9 @@ class _GuideRun(Messenger):
     def process_message(self, msg):
         if msg["type"] != "sample" or msg["is_observed"]:
             return
-        name, fn = msg["name"], msg["fn"]
+        name = msg["name"]
+        # Draws, enumeration weights and lane probabilities all differentiate this fn.
+        msg["fn"] = fn = est.without_kinks(msg["fn"])
         if name in self.values or name in self.auxiliary:
             raise ModelError(f"guide site '{name}' is sampled twice; site names must be unique")
         sample_shape = tuple(msg["kwargs"].get("sample_shape", ()))
@@ -231,7 +246,8 @@ class _GuideRun(Messenger):
         if msg["type"] != "sample" or msg["is_observed"]:
             return
         name = msg["name"]
-        log_prob = _site_log_prob(msg)
+        unscaled = _unscaled_log_prob(msg)
+        log_prob = _scaled_total(msg, unscaled)
         self.log_probs[name] = log_prob
         if name in self.constraints:
             self.weight = self.weight + log_prob
@@ -241,7 +257,8 @@ class _GuideRun(Messenger):
         if estimator.kind == "reinforce" and estimator.baseline is not None:
             baseline = jnp.asarray(estimator.baseline, dtype=log_prob.dtype)
         kind = "forced" if self.prefix + name in self.forced else estimator.kind
-        self.records[self.prefix + name] = SiteRecord(kind, log_prob, baseline)
+        # The score differentiates the sampling distribution; a scale only weighs the value.
+        self.records[self.prefix + name] = SiteRecord(kind, jnp.sum(unscaled), baseline)
 
 
 def run_guide(guide, args, kwargs, rng_key, prefix, forced, constraints=None, branching="raise"):
