@@ -48,8 +48,11 @@ from ppl.vi.sites import ParamsNeeded
 __all__ = ["FitInfo", "FitSettings", "FitState", "Fitter", "VIResult", "fit", "fitter", "init", "update"]
 
 NONFINITE_MODES = ("skip", "stop", "raise")
-# fold_in index of the key for initial_params; step t uses fold_in(key, t), t < 2**31.
+# fold_in indices of the keys for initial_params and for VIResult's default draws;
+# step t uses fold_in(key, t), t < 2**31.
 INIT_STREAM = 2**32 - 1
+DRAWS_STREAM = 2**32 - 2
+DEFAULT_DRAWS = 1000
 
 
 class FitSettings(NamedTuple):
@@ -222,6 +225,10 @@ class VIResult:
         num_nonfinite: steps whose estimate or update was not finite (not applied).
         first_nonfinite_step: the first such step, or ``None``.
         num_devices: devices the gradient estimates were spread over.
+        guide: the guide the objective was built from (objectives of
+            :mod:`ppl.vi.objectives`), ``None`` for a hand-written objective.
+        args: the data ``fit`` was given.
+        draws_key: the default key of :meth:`draws`, ``fold_in(fit key, DRAWS_STREAM)``.
     """
 
     params: Any
@@ -231,19 +238,56 @@ class VIResult:
     num_nonfinite: int
     first_nonfinite_step: int | None
     num_devices: int = 1
+    guide: Callable | None = None
+    args: tuple = ()
+    draws_key: jax.Array | None = None
 
     def sample_guide(self, guide: Callable, rng_key: jax.Array, num_samples: int, *args) -> dict:
         """``num_samples`` draws of ``guide(params, *args)``, each ``(num_samples, ...)``."""
         return sample_guide(guide, rng_key, num_samples, self.params, *args)
 
-    def draws(self, guide: Callable, rng_key: jax.Array, num_samples: int, *args, model=None) -> Draws:
+    def _draw_inputs(self, guide, rng_key, args):
+        """``(guide, rng_key, args)`` with the fit's guide and data, and the draws key, as defaults."""
+        if guide is None:
+            if self.guide is None:
+                raise ValueError(
+                    "VIResult: the guide is not known (a hand-written objective or a Family); "
+                    "pass it: result.to_arviz(guide, key, num_samples, *data)"
+                )
+            guide, args = self.guide, self.args
+        if rng_key is None:
+            if self.draws_key is None:
+                raise ValueError("VIResult: no default key (not made by ppl.vi.fit); pass rng_key")
+            rng_key = self.draws_key
+        return guide, rng_key, args
+
+    def draws(
+        self,
+        guide: Callable | None = None,
+        rng_key: jax.Array | None = None,
+        num_samples: int = DEFAULT_DRAWS,
+        *args,
+        model=None,
+    ) -> Draws:
         """The guide's draws as :class:`~ppl.runtime.results.Draws` (one chain).
 
         ``sample_stats`` holds the objective trace (dims ``chain``, ``fit_step``). With
         ``model`` (called as ``model(params, *args)``), the pointwise log-likelihood of
         its observed sites at each draw fills ``log_likelihood``, with ``observed_data``
         and plate dims.
+
+        Defaults: without ``guide``, the guide the objective was built from, called with
+        the data ``fit`` was given (``args`` are then ignored); without ``rng_key``,
+        :attr:`draws_key` (``fold_in(key, DRAWS_STREAM)`` of the key given to ``fit``),
+        so the same fit gives the same draws.
+
+        Example::
+
+            result = ppl.vi.fit(ppl.vi.objectives.elbo(model, guide), params, y, ...)
+            result.draws()                               # 1000 draws of guide(params, y)
+            result.draws(guide, key, 500, y, model=model)
         """
+        guide, rng_key, args = self._draw_inputs(guide, rng_key, args)
         values = to_host(self.sample_guide(guide, rng_key, num_samples, *args))
         stats = {"objective": np.asarray(self.objective)[None]}
         extra: dict = {}
@@ -272,12 +316,28 @@ class VIResult:
         )
 
     def to_arviz(
-        self, guide: Callable, rng_key: jax.Array, num_samples: int, *args, model=None, dims=None, coords=None
+        self,
+        guide: Callable | None = None,
+        rng_key: jax.Array | None = None,
+        num_samples: int = DEFAULT_DRAWS,
+        *args,
+        model=None,
+        dims=None,
+        coords=None,
     ):
-        """ArviZ data of :meth:`draws`: ``posterior`` (one chain of ``num_samples`` guide
-        draws), ``sample_stats`` (the objective trace) and, with ``model``,
-        ``log_likelihood`` and ``observed_data``."""
-        return self.draws(guide, rng_key, num_samples, *args, model=model).to_arviz(dims=dims, coords=coords)
+        """ArviZ data of :meth:`draws` (same defaults): ``posterior`` (one chain of
+        ``num_samples`` guide draws), ``sample_stats`` (the objective trace, ``objective``
+        with dims ``chain``, ``fit_step``) and, with ``model``, ``log_likelihood`` and
+        ``observed_data``.
+
+        Example::
+
+            idata = ppl.vi.fit(ppl.vi.objectives.elbo(model, guide), params, y, ...).to_arviz()
+            idata.posterior["z"].shape        # (1, 1000)
+            idata.sample_stats["objective"]   # (1, steps)
+        """
+        draws = self.draws(guide, rng_key, num_samples, *args, model=model)
+        return draws.to_arviz(dims=dims, coords=coords)
 
 
 def fit(
@@ -360,9 +420,14 @@ def fit(
         raise ValueError("fit: init_params contain NaN or inf")
 
     settings = FitSettings(int(num_samples), batch_size, batch_argnums, on_nonfinite)
+    nan_note = _nan_in_data(args)
 
     def run(init_params):
         state = init(init_params, optimizer)
+        if nan_note:
+            _check_first_step(
+                state, key, args, nan_note, objective=objective, optimizer=optimizer, settings=settings
+            )
         advance = functools.partial(
             _advance,
             key=key,
@@ -407,9 +472,10 @@ def fit(
     num_bad, first_bad = int(final.num_nonfinite), int(final.first_nonfinite_step)
     if num_bad:
         action = "skipped" if on_nonfinite == "skip" else "stopped the fit at"
+        data_note = f"; the data contain NaN: {nan_note}" if nan_note else ""
         warnings.warn(
             f"fit: {num_bad} of {steps} steps had a non-finite objective estimate or gradient; "
-            f"{action} them (first at step {first_bad})",
+            f"{action} them (first at step {first_bad}){data_note}",
             RuntimeWarning,
             stacklevel=2,
         )
@@ -421,7 +487,46 @@ def fit(
         num_nonfinite=num_bad,
         first_nonfinite_step=first_bad if first_bad >= 0 else None,
         num_devices=plan.num_devices,
+        guide=objective.guide,
+        args=tuple(args),
+        draws_key=jax.random.fold_in(key, DRAWS_STREAM),
     )
+
+
+def _nan_in_data(args) -> str | None:
+    """Each concrete data leaf with NaN: which argument, its shape, the count and the first
+    index, as one sentence; ``None`` when there is none.
+
+    Example:
+        >>> _nan_in_data((np.array([1.0, np.nan]),))
+        'data argument 0 (shape (2,)) has 1 NaN, the first at index (1,)'
+    """
+    found = []
+    for i, arg in enumerate(args):
+        for path, leaf in jax.tree_util.tree_flatten_with_path(arg)[0]:
+            if isinstance(leaf, jax.core.Tracer) or np.asarray(leaf).dtype.kind not in "fc":
+                continue
+            nan = np.isnan(np.asarray(leaf))
+            if nan.any():
+                first = tuple(int(j) for j in np.argwhere(nan)[0])
+                found.append(
+                    f"data argument {i}{jax.tree_util.keystr(path)} (shape {nan.shape}) has "
+                    f"{int(nan.sum())} NaN, the first at index {first}"
+                )
+    return "; ".join(found) or None
+
+
+def _check_first_step(state, key, args, nan_note, **config):
+    """Raise a ``ValueError`` naming the NaN in the data when the first step (its key, its
+    minibatch) is not finite; a model that masks its missing values passes."""
+    _, info = jax.jit(functools.partial(update, **config))(jax.random.fold_in(key, 0), state, *args)
+    if not bool(info.finite):
+        raise ValueError(
+            f"fit: the data contain NaN: {nan_note}. The first step's objective estimate or "
+            "gradient is not finite, so every step would be skipped: drop or impute the "
+            "missing values, or keep NaN away from every log-density and gradient in the "
+            "model (jnp.where(mask, y, 0.0) with a masked site)"
+        )
 
 
 def _check_batch(args, batch_size, batch_argnums):

@@ -224,7 +224,15 @@ def _branches(program, rng_key, args, forced, branch: Branch) -> jax.Array:
 
 
 class Expectation:
-    """The expected value of a program; see :func:`expectation`."""
+    """The expected value of a program; see :func:`expectation`.
+
+    ``model`` and ``guide`` are the functions the objective was built from when known
+    (the constructors of :mod:`ppl.vi.objectives` set them; ``None`` for a hand-written
+    program): :meth:`ppl.vi.VIResult.to_arviz` draws from that guide by default.
+    """
+
+    model: Callable | None = None
+    guide: Callable | None = None
 
     def __init__(self, program: Callable):
         self.program = program

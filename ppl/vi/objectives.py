@@ -54,6 +54,13 @@ def _log_weights(model, guide, params, args, num_particles, vectorize=True):
     return jnp.stack(log_w)
 
 
+def _built_from(model: Callable, guide, objective: Expectation) -> Expectation:
+    """``objective`` remembering its model and (plain function) guide, for ``VIResult``."""
+    objective.model = model
+    objective.guide = None if isinstance(guide, Family) else guide
+    return objective
+
+
 def elbo(model: Callable, guide) -> Expectation:
     """``E_q[log p(x, z) - log q(z)]``; ``guide`` may be a :class:`~ppl.vi.Family`."""
 
@@ -62,7 +69,7 @@ def elbo(model: Callable, guide) -> Expectation:
         values, log_q = sim(guide, params, *args)
         return density(model, values, params, *args) - log_q
 
-    return objective
+    return _built_from(model, guide, objective)
 
 
 def iwae(model: Callable, guide, num_particles: int, gradient: str = "standard", vectorize: bool = True):
@@ -107,7 +114,7 @@ def iwae(model: Callable, guide, num_particles: int, gradient: str = "standard",
             + jnp.sum(weights * (log_p_model - sg(log_p_model)))
         )
 
-    return standard if gradient == "standard" else path_only
+    return _built_from(model, guide, standard if gradient == "standard" else path_only)
 
 
 def hvi(model: Callable, guide: Callable, keep: Sequence[str]) -> Expectation:
@@ -138,7 +145,7 @@ def vimco(model: Callable, guide: Callable, num_particles: int) -> Expectation:
         log_w = _log_weights(model, guide, params, args, num_particles)
         return leave_one_out(log_w, reduce=logmeanexp)
 
-    return objective
+    return _built_from(model, guide, objective)
 
 
 def renyi(model: Callable, guide, alpha: float, num_particles: int) -> Expectation:
@@ -153,7 +160,7 @@ def renyi(model: Callable, guide, alpha: float, num_particles: int) -> Expectati
         log_w = _log_weights(model, guide, params, args, num_particles)
         return logmeanexp((1.0 - alpha) * log_w) / (1.0 - alpha)
 
-    return objective
+    return _built_from(model, guide, objective)
 
 
 def _self_normalised(model, guide, params, args, num_particles):
@@ -174,7 +181,7 @@ def wake_p(model: Callable, guide: Callable, num_particles: int) -> Expectation:
         _, log_p, weights = _self_normalised(model, guide, params, args, num_particles)
         return jnp.sum(weights * log_p)
 
-    return objective
+    return _built_from(model, guide, objective)
 
 
 def wake_q(model: Callable, guide: Callable, num_particles: int) -> Expectation:
@@ -188,4 +195,4 @@ def wake_q(model: Callable, guide: Callable, num_particles: int) -> Expectation:
         log_q = jax.vmap(lambda v: density(guide, v, params, *args))(values)
         return jnp.sum(weights * log_q)
 
-    return objective
+    return _built_from(model, guide, objective)
