@@ -415,8 +415,11 @@ def afdps(
         num_islands: independent particle systems of ``N / num_islands`` particles, merged
             by evidence (a setting of the algorithm, not of the devices: the same key gives
             the same result on any number of devices, to float rounding).
-        variant: ``"sde"`` (likelihood-conditioned reverse-SDE moves) or ``"ode"``
-            (probability-flow predictor + Langevin corrector); see the module docstring.
+        variant: ``"sde"`` (likelihood-conditioned reverse-SDE moves; for linear ``A`` of
+            rank ``r`` each particle and step costs ``r`` JVPs of the denoiser besides the
+            network call, so prefer ``"ode"`` when ``r`` is large) or ``"ode"``
+            (probability-flow predictor + Langevin corrector, about one network call per
+            sub-step and corrector step); see the module docstring.
         ess_threshold: resample when ``ESS < ess_threshold * N``.
         resampling_scheme: a name in :data:`ppl.smc.resampling.SCHEMES`.
         langevin_step, langevin_steps: the ODE variant's corrector (step in units of ``1/L``,
