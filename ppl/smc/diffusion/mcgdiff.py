@@ -37,6 +37,10 @@ of a mixture drifted between runs (d = 16, N = 2000, 100 steps: component-weight
 0.14-0.25, median over keys, on inpainting instances; 0.1 still at N = 32000), and
 adaptive resampling alone did not help. With the potentials above: TV 0.01-0.03,
 sliced Wasserstein 1.1-1.5x the exact-vs-exact floor, few or no resampling events.
+Limitation: the move steers the row space only, so components that differ only in the
+null space of ``A`` and separate at high noise still share their weight unevenly between
+runs (25-component grid, d = 800, d_y = 4, instance 0, two components of weight 0.49:
+TV 0.07-0.37 over 4 keys, the previous potentials 0.12, TDS 0.01-0.15).
 
 Deviation from the paper: its noisy-case potentials pinch to ``kappa`` at a per-coordinate
 switch time ``tau_i`` (``sigma_tau / alpha_tau = sqrt(v_i)``) and release the coordinate
