@@ -34,7 +34,8 @@ a flat prior, blind to the prior's shrinkage, so at intermediate ``t`` they are 
 compounds: without resampling the accumulated ESS fell to 1-10 of 2000 by mid-run.
 Resampling at every step hid that behind the per-step ESS while the component weights
 of a mixture drifted between runs (d = 16, N = 2000, 100 steps: component-weight TV
-0.14-0.25, median over keys, on inpainting instances; 0.1 still at N = 32000), and
+0.14-0.25, median over keys, on inpainting instances; at N = 32000 a component's
+weight still had sd 0.04-0.1 between runs), and
 adaptive resampling alone did not help. With the potentials above: TV 0.01-0.03,
 sliced Wasserstein 1.1-1.5x the exact-vs-exact floor, few or no resampling events.
 Limitation: the move steers the row space only, so components that differ only in the
@@ -45,7 +46,10 @@ TV 0.07-0.37 over 4 keys, the previous potentials 0.12, TDS 0.01-0.15).
 Deviation from the paper: its noisy-case potentials pinch to ``kappa`` at a per-coordinate
 switch time ``tau_i`` (``sigma_tau / alpha_tau = sqrt(v_i)``) and release the coordinate
 below it; they are flat-prior potentials too (``alpha_tau ybar_i`` taken as a draw of the
-noised coordinate). Here there are no switch times: the potentials above, to ``t = 0``.
+noised coordinate). Re-implemented on this grid (switch times not inserted, ``kappa =
+1e-4``, final likelihood weights) they did worse still on the instances of
+``tests/smc/test_mcgdiff.py`` (SW 4.6x and 20x the floor, TV 0.09 and 0.45, median over 8
+keys). Here there are no switch times: the potentials above, to ``t = 0``.
 """
 
 from __future__ import annotations
