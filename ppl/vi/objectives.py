@@ -30,6 +30,7 @@ import jax.numpy as jnp
 from jax.scipy.special import logsumexp
 
 from ppl.vi.language import Expectation, Family, density, expectation, leave_one_out, marginal, sim
+from ppl.vi.sites import unscaled
 
 __all__ = ["diwhvi", "elbo", "hvi", "iwae", "iwhvi", "renyi", "vimco", "wake_p", "wake_q"]
 
@@ -112,9 +113,26 @@ def iwae(model: Callable, guide, num_particles: int, gradient: str = "standard",
             value
             + jnp.sum(jnp.square(weights) * (log_w_path - sg(log_w_path)))
             + jnp.sum(weights * (log_p_model - sg(log_p_model)))
+            - jnp.sum(weights * _scale_excess(guide, sg(values), params, args))
         )
 
     return _built_from(model, guide, standard if gradient == "standard" else path_only)
+
+
+def _scale_excess(guide, values, params, args) -> jax.Array:
+    """``(K,)``: ``log q_scaled - log q`` at fixed ``values``, value 0, gradient in ``params``.
+
+    DReG turns the score term ``-w_k grad log q(z_k)`` into a path term; that identity
+    holds for the sampling density only. Under NumPyro's ``scale`` the objective's
+    ``log q`` is ``scale * log q``, and the excess ``(scale - 1) * grad log q`` stays a
+    plain partial derivative at fixed ``z`` (zero for unscaled guides).
+    """
+
+    def excess(v):
+        return density(guide, v, params, *args) - density(unscaled(guide), v, params, *args)
+
+    per_particle = jax.vmap(excess)(values)
+    return per_particle - sg(per_particle)
 
 
 def hvi(model: Callable, guide: Callable, keep: Sequence[str]) -> Expectation:

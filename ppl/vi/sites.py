@@ -261,6 +261,31 @@ class _GuideRun(Messenger):
         self.records[self.prefix + name] = SiteRecord(kind, jnp.sum(unscaled), baseline)
 
 
+class _Unscaled(Messenger):
+    """Clear NumPyro's ``scale`` of every site inside; outside every ``scale`` handler
+    and subsampled plate of the program, so it acts after them."""
+
+    def process_message(self, msg):
+        msg["scale"] = None
+
+
+def unscaled(fn: Callable) -> Callable:
+    """``fn`` with every site's ``scale`` removed: its log-density is that of the
+    distributions it samples from (the one a score term differentiates).
+
+    Example::
+
+        excess = density(guide, values, params) - density(unscaled(guide), values, params)
+    """
+
+    @functools.wraps(fn)
+    def run(*args, **kwargs):
+        with _Unscaled():
+            return fn(*args, **kwargs)
+
+    return run
+
+
 def run_guide(guide, args, kwargs, rng_key, prefix, forced, constraints=None, branching="raise"):
     run = _GuideRun(rng_key, prefix, forced, constraints, branching)
     with run, SubstituteParams(_first(args), guide):

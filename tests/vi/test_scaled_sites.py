@@ -159,9 +159,45 @@ def test_elbo_of_a_scaled_continuous_site(grad):
     assert_unbiased(objective, NORMAL_PARAMS, Y_OBS, exact=EXACT_NORMAL)
 
 
+def exact_normal_iwae2(params, y, num_nodes=80):
+    """IWAE(2) of the scaled continuous model by 2-D Gauss-Hermite quadrature over
+    ``z_k = m + s x_k``, ``x_k ~ N(0, 1)`` (differentiable in the parameters)."""
+    nodes, weights = np.polynomial.hermite.hermgauss(num_nodes)
+    x, w = jnp.asarray(np.sqrt(2.0) * nodes), jnp.asarray(weights / np.sqrt(np.pi))
+    m, s = params["m"], jnp.exp(params["log_s"])
+    z = m + s * x
+    log_w = SCALE * (
+        jax.scipy.stats.norm.logpdf(z) - jax.scipy.stats.norm.logpdf(z, m, s)
+    ) + jax.scipy.stats.norm.logpdf(y, z, 1.0)
+    pairs = jnp.logaddexp(log_w[:, None], log_w[None, :]) - jnp.log(2.0)
+    return jnp.sum(w[:, None] * w[None, :] * pairs)
+
+
+EXACT_NORMAL_IWAE2 = exact_gradient(exact_normal_iwae2, NORMAL_PARAMS, Y_OBS)
+
+
+@pytest.mark.parametrize("gradient", ["standard", "dreg"])
+def test_iwae_of_a_scaled_continuous_site(gradient):
+    """DReG turns the score term into a path term: only the unscaled part may be turned."""
+    guide = scaled_normal_guide(ppl.vi.reparam())
+    objective = ppl.vi.objectives.iwae(scaled_normal_model, guide, 2, gradient=gradient)
+    assert_unbiased(objective, NORMAL_PARAMS, Y_OBS, exact=EXACT_NORMAL_IWAE2)
+
+
 def test_power_scaled_continuous_score_fails():
     broken = old_score(scaled_normal_model, scaled_normal_guide(ppl.vi.reinforce()))
     assert_biased(broken, NORMAL_PARAMS, Y_OBS, exact=EXACT_NORMAL)
+
+
+def test_quadrature_reference():
+    """80 nodes agree with 200 far below the Monte Carlo error (gradient to 1e-6), and
+    IWAE(2) lies above the ELBO."""
+    with jax.enable_x64(True):
+        params = jax.tree.map(lambda leaf: jnp.asarray(leaf, jnp.float64), NORMAL_PARAMS)
+        fine = exact_gradient(lambda p, y: exact_normal_iwae2(p, y, 200), params, Y_OBS)
+        for name, value in EXACT_NORMAL_IWAE2.items():
+            assert abs(value - fine[name]) < 1e-6
+        assert exact_normal_elbo(params, Y_OBS) < exact_normal_iwae2(params, Y_OBS)
 
 
 def test_enumerated_value_is_the_scaled_elbo():
