@@ -128,32 +128,32 @@ def test_tds_step():
 
 
 def test_mcgdiff_step():
+    """Potentials h(x'; x) = N(y; alpha x_1 + s (x'_1 - m_1), sigma_y^2 + r): x_0 | x_t, x' under
+    x_0 | x_t ~ N(alpha x, sigma^2) (the prior's) and the bridge x' = a x_0 + ... + N(0, c^2)."""
     mcgdiff = sampler("mcgdiff")
-    config = mcgdiff.Config(eta=1.0, scheme="systematic")
+    config = mcgdiff.Config(eta=1.0, scheme="systematic", ess_threshold=0.0)
     x = np.asarray(X, np.float64)
-
-    def log_potential(x, alpha, sigma):  # y_bar = y for A = [1, 0], v = sigma_y^2
-        return norm.logpdf(alpha * Y, x[:, 0], np.sqrt(sigma**2 + alpha**2 * NOISE**2))
-
     log_weights = np.log([0.4, 0.3, 0.2, 0.1])
+    previous_potential = np.array([-1.0, -2.0, -0.5, -3.0])
     state = mcgdiff.State(
-        X,
-        jnp.asarray(log_potential(x, ALPHA, SIGMA), jnp.float32),
-        jnp.asarray(log_weights, jnp.float32),
-        0.0,
+        X, jnp.asarray(previous_potential, jnp.float32), jnp.asarray(log_weights, jnp.float32), 0.0
     )
     new, info = mcgdiff.step(KEY, state, PRIOR, OBSERVATION, config, T, T_NEXT, False)
-    mean, c = ddpm_moments(x)
-    target_sd = np.sqrt(SIGMA_NEXT**2 + ALPHA_NEXT**2 * NOISE**2)
-    predictive = norm.logpdf(ALPHA_NEXT * Y, mean[:, 0], np.sqrt(c**2 + target_sd**2))
-    increments = log_weights + predictive - log_potential(x, ALPHA, SIGMA)
+    mean, std = ddpm_moments(x)
+    c = SIGMA_NEXT * np.sqrt(1 - (ALPHA * SIGMA_NEXT / (ALPHA_NEXT * SIGMA)) ** 2)
+    a = np.sqrt(std**2 - c**2) / SIGMA  # std^2 = c^2 + a^2 sigma^2
+    slope, residual = a * SIGMA**2 / std**2, c**2 * SIGMA**2 / std**2
+    # the predictive of h under the kernel: N(y; alpha x_1, sigma_y^2 + sigma^2)
+    predictive = norm.logpdf(Y, ALPHA * x[:, 0], np.sqrt(NOISE**2 + SIGMA**2))
+    increments = log_weights + predictive - previous_potential
     np.testing.assert_allclose(float(new.log_evidence), logsumexp(increments), rtol=1e-4, atol=1e-4)
     weights = np.exp(increments - logsumexp(increments))
     np.testing.assert_allclose(float(info.ess), 1 / np.sum(weights**2), rtol=1e-4)
+    np.testing.assert_allclose(np.exp(new.log_weights), weights, rtol=1e-4)  # not resampled
+    potential_mean = ALPHA * x[:, 0] + slope * (np.asarray(new.particles, np.float64)[:, 0] - mean[:, 0])
     np.testing.assert_allclose(
-        new.log_potential, log_potential(np.asarray(new.particles), ALPHA_NEXT, SIGMA_NEXT), rtol=1e-4
+        new.log_potential, norm.logpdf(Y, potential_mean, np.sqrt(NOISE**2 + residual)), rtol=1e-4
     )
-    np.testing.assert_allclose(new.log_weights, -np.log(4))  # resampled: equal weights
 
 
 def test_fps_step_and_finalize():
@@ -175,7 +175,11 @@ def test_fps_step_and_finalize():
         denoised = alpha * x
         c = sigma_next * np.sqrt(1 - (alpha * sigma_next / (alpha_next * sigma)) ** 2)
         mean = alpha_next * denoised + np.sqrt(sigma_next**2 - c**2) * (x - alpha * denoised) / sigma
-        log_w = norm.logpdf(float(state.path[j, 1, 0]), mean[:, 0], np.sqrt(c**2 + alpha_next**2 * NOISE**2))
+        a = alpha_next - np.sqrt(sigma_next**2 - c**2) * alpha / sigma
+        kernel_variance = c**2 + a**2 * sigma**2  # Var[x_0 | x_t] = sigma^2 for N(0, I)
+        log_w = norm.logpdf(
+            float(state.path[j, 1, 0]), mean[:, 0], np.sqrt(kernel_variance + alpha_next**2 * NOISE**2)
+        )
         w = np.exp(log_w - logsumexp(log_w))
         ess.append(1 / np.sum(w**2))
     np.testing.assert_allclose(float(info.ess), np.mean(ess) * 2 / 3, rtol=1e-4)

@@ -34,7 +34,7 @@ import pytest
 
 from ppl.smc import diffusion as D
 from ppl.smc import resampling
-from ppl.smc.diffusion.base import Sampler, StepInfo, ddim_moments, run
+from ppl.smc.diffusion.base import Sampler, StepInfo, ddim_moments, reverse_kernel, run
 from ppl.smc.diffusion.mcgdiff import (
     Config,
     State,
@@ -262,7 +262,9 @@ def test_potential_of_a_flat_prior_is_the_unpinched_one():
     prior = isotropic_problem()[0].diffusion_prior(SCHEDULE)
     for t, t_next in [(0.8, 0.75), (0.3, 0.2), (0.05, 0.04)]:
         flat = (SCHEDULE.sigma(t) / SCHEDULE.alpha(t)) ** 2
-        slope, residual = regression_on_next(prior, t, t_next, 1.0, flat)
+        x = jnp.zeros(prior.dim)
+        kernel = reverse_kernel(prior, x, prior.denoise(x, t), t, t_next, 1.0)
+        slope, residual = regression_on_next(kernel, flat)
         np.testing.assert_allclose(slope, 1 / SCHEDULE.alpha(t_next), rtol=1e-5)
         np.testing.assert_allclose(
             residual, (SCHEDULE.sigma(t_next) / SCHEDULE.alpha(t_next)) ** 2, rtol=1e-5

@@ -42,11 +42,13 @@ from ppl.smc.diffusion.prior import DiffusionPrior
 
 __all__ = [
     "DiffusionResult",
+    "ReverseKernel",
     "Sampler",
     "StepInfo",
     "check_settings",
     "ddim_moments",
     "ddim_moments_from_denoised",
+    "reverse_kernel",
     "reweight_then_maybe_resample",
     "run",
 ]
@@ -67,6 +69,22 @@ class Sampler(NamedTuple):
     step: Callable
     finalize: Callable | None = None
     has_evidence: bool = True
+
+
+class ReverseKernel(NamedTuple):
+    """The reverse kernel at one particle (see :func:`ddim_moments`): ``x' ~ N(mean, std^2 I)``,
+    the DDIM bridge ``x' = x0_scale x_0 + (terms in x_t) + N(0, bridge_variance I)`` averaged
+    over ``x_0 | x_t ~ N(denoised, x0_variance I)``; ``std^2 = bridge_variance + x0_scale^2 x0_variance``.
+
+    Shapes: ``mean``, ``denoised`` ``(d,)``; the rest ``()``.
+    """
+
+    mean: jax.Array
+    std: jax.Array
+    denoised: jax.Array
+    x0_scale: jax.Array
+    bridge_variance: jax.Array
+    x0_variance: jax.Array
 
 
 def ddim_moments(prior: DiffusionPrior, x, t, t_next, eta):
@@ -90,16 +108,23 @@ def ddim_moments(prior: DiffusionPrior, x, t, t_next, eta):
 
 def ddim_moments_from_denoised(prior: DiffusionPrior, x, denoised, t, t_next, eta):
     """:func:`ddim_moments` when ``D(x, t)`` is already known."""
+    return reverse_kernel(prior, x, denoised, t, t_next, eta)[:3]
+
+
+def reverse_kernel(prior: DiffusionPrior, x, denoised, t, t_next, eta) -> ReverseKernel:
+    """The kernel of :func:`ddim_moments` with its parts, for samplers that model ``x_0``
+    given both ends of a step (MCGdiff's potentials)."""
     schedule = prior.schedule
     alpha, sigma = schedule.alpha(t), schedule.sigma(t)
     alpha_next, sigma_next = schedule.alpha(t_next), schedule.sigma(t_next)
     ratio = alpha * sigma_next / (alpha_next * sigma)
-    bridge_std = eta * sigma_next * jnp.sqrt(jnp.clip(1 - ratio**2, 0.0, 1.0))
-    noise_scale = jnp.sqrt(jnp.clip(sigma_next**2 - bridge_std**2, 0.0)) / sigma
+    bridge_variance = (eta * sigma_next) ** 2 * jnp.clip(1 - ratio**2, 0.0, 1.0)
+    noise_scale = jnp.sqrt(jnp.clip(sigma_next**2 - bridge_variance, 0.0)) / sigma
     mean = alpha_next * denoised + noise_scale * (x - alpha * denoised)
     x0_scale = alpha_next - noise_scale * alpha
-    std = jnp.sqrt(bridge_std**2 + x0_scale**2 * prior.denoiser_variance(x, t))
-    return mean, std, denoised
+    x0_variance = prior.denoiser_variance(x, t)
+    std = jnp.sqrt(bridge_variance + x0_scale**2 * x0_variance)
+    return ReverseKernel(mean, std, denoised, x0_scale, bridge_variance, x0_variance)
 
 
 def reweight_then_maybe_resample(rng_key, particles, log_weights, increments, threshold, scheme):

@@ -11,7 +11,7 @@ the true likelihood.
 
 The potentials. The reverse kernel for ``x_t -> x'`` (time ``t'``) is the DDIM bridge
 ``x' = a x0 + b x_t + c z`` averaged over ``x0 | x_t ~ N(D(x_t), v_t I)``, ``v_t`` the
-prior's denoiser variance (:func:`~ppl.smc.diffusion.base.ddim_moments`). Under that
+prior's denoiser variance (:func:`~ppl.smc.diffusion.base.reverse_kernel`). Under that
 model ``x0 | x_t, x'`` is Gaussian with mean ``D(x_t) + s (x' - m(x_t))`` and variance
 ``r I`` (``regression_on_next``), and the potential is the likelihood of ``y`` under it,
 
@@ -61,10 +61,11 @@ import jax.numpy as jnp
 
 from ppl.smc import resampling
 from ppl.smc.diffusion.base import (
+    ReverseKernel,
     Sampler,
     StepInfo,
     check_settings,
-    ddim_moments,
+    reverse_kernel,
     reweight_then_maybe_resample,
     run,
 )
@@ -76,6 +77,7 @@ __all__ = [
     "kalman_move",
     "mcgdiff",
     "predictive_log_likelihood",
+    "regression_on_next",
     "row_space_observation",
     "step",
 ]
@@ -135,30 +137,15 @@ def kalman_move(rng_key, operator, mean, std, target, target_variance):
     return x + jax.vmap(operator.from_row_space)(row_draw - jax.vmap(operator.to_row_space)(x))
 
 
-def potential_variance(prior, x, t):
-    """``v_t = tr Cov[x0 | x_t] / d`` per particle ``(n,)`` for particles ``x`` ``(n, d)``: the
-    prior's :meth:`~ppl.smc.diffusion.DiffusionPrior.denoiser_variance` (the variance the
-    reverse kernel adds), or the flat-prior ``(sigma_t / alpha_t)^2`` where that is 0 (a
-    prior built with ``denoiser_variance="zero"``)."""
-    variance = jax.vmap(lambda z: prior.denoiser_variance(z, t))(x)
-    return jnp.where(variance > 0, variance, (prior.schedule.sigma(t) / prior.schedule.alpha(t)) ** 2)
-
-
-def regression_on_next(prior, t, t_next, eta, v_t):
+def regression_on_next(kernel: ReverseKernel, x0_variance):
     """``(s, r)``: ``x0 | x_t, x_{t_next}`` has mean ``D(x_t) + s (x_{t_next} - m(x_t))`` and
-    variance ``r I`` when ``x0 | x_t ~ N(D(x_t), v_t I)`` and ``x_{t_next} = a x0 + b x_t + c z``
-    is the DDIM bridge of :func:`~ppl.smc.diffusion.base.ddim_moments`. ``v_t`` ``(n,)`` gives
-    ``s, r`` ``(n,)``. For the flat prior's ``v_t = (sigma_t / alpha_t)^2`` and ``eta = 1``,
+    variance ``r I`` when ``x0 | x_t ~ N(D(x_t), x0_variance I)`` and ``x_{t_next}`` is the
+    kernel's DDIM bridge (:class:`~ppl.smc.diffusion.base.ReverseKernel`). Shapes ``(n,)``.
+    For the flat prior's ``x0_variance = (sigma_t / alpha_t)^2`` and ``eta = 1``,
     ``s = 1 / alpha_{t_next}`` and ``r = (sigma_{t_next} / alpha_{t_next})^2``.
     """
-    schedule = prior.schedule
-    alpha, sigma = schedule.alpha(t), schedule.sigma(t)
-    alpha_next, sigma_next = schedule.alpha(t_next), schedule.sigma(t_next)
-    ratio = alpha * sigma_next / (alpha_next * sigma)
-    c_squared = (eta * sigma_next) ** 2 * jnp.clip(1 - ratio**2, 0.0, 1.0)
-    a = alpha_next - jnp.sqrt(jnp.clip(sigma_next**2 - c_squared, 0.0)) * alpha / sigma
-    next_variance = c_squared + a**2 * v_t
-    return a * v_t / next_variance, c_squared * v_t / next_variance
+    next_variance = kernel.bridge_variance + kernel.x0_scale**2 * x0_variance
+    return kernel.x0_scale * x0_variance / next_variance, kernel.bridge_variance * x0_variance / next_variance
 
 
 def init(rng_key, prior, observation, config: Config, times, num_particles: int) -> State:
@@ -174,17 +161,20 @@ def step(rng_key, state: State, prior, observation, config: Config, t, t_next, f
     resample_key, move_key = jax.random.split(rng_key)
     operator, y_bar, v = row_space_observation(observation)
     to_row = jax.vmap(operator.to_row_space)
-    moments = jax.vmap(lambda x: ddim_moments(prior, x, t, t_next, config.eta))
-    mean, std, denoised = moments(state.particles)
+    kernel = jax.vmap(lambda x: reverse_kernel(prior, x, prior.denoise(x, t), t, t_next, config.eta))(
+        state.particles
+    )
+    mean, std, denoised = kernel.mean, kernel.std, kernel.denoised
     if final:  # the kernel to t = 0 is the point mass at D(x): weigh by the true likelihood
         log_weights, log_increment = resampling.reweight(
             state.log_weights, jax.vmap(observation.log_likelihood)(denoised) - state.log_potential
         )
         new = State(denoised, state.log_potential, log_weights, state.log_evidence + log_increment)
         return new, StepInfo(resampling.ess(log_weights), jnp.array(False))
-    slope, residual = regression_on_next(
-        prior, t, t_next, config.eta, potential_variance(prior, state.particles, t)
-    )
+    # The potential's model of x0 | x_t: the kernel's, or the flat prior's where that is 0
+    # (a prior built with denoiser_variance="zero").
+    flat = (prior.schedule.sigma(t) / prior.schedule.alpha(t)) ** 2
+    slope, residual = regression_on_next(kernel, jnp.where(kernel.x0_variance > 0, kernel.x0_variance, flat))
     row_mean, row_denoised = to_row(mean), to_row(denoised)  # (n, r)
     log_predictive = log_normal_diagonal(y_bar, row_denoised, v + (residual + slope**2 * std**2)[:, None])
     (mean, std, row_mean, row_denoised, slope, residual), log_weights, log_increment, ess, resampled = (
