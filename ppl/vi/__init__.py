@@ -2,7 +2,8 @@
 its gradient estimator.
 
 - the language: :func:`expectation`, :func:`sim`, :func:`density`, :func:`marginal`,
-  :func:`normalize`, :func:`leave_one_out` (:mod:`ppl.vi.language`);
+  :func:`normalize`, :func:`leave_one_out`, :func:`log_weight` (:mod:`ppl.vi.language`;
+  Rao-Blackwellised score terms in :mod:`ppl.vi.rao_blackwell`);
 - estimators per guide site: :func:`reparam`, :func:`implicit`, :func:`reinforce`,
   :func:`enum`, :func:`mvd` (:mod:`ppl.vi.estimators`);
 - objectives written in the language: :mod:`ppl.vi.objectives`;
@@ -23,6 +24,7 @@ from ppl.vi.language import (
     density,
     expectation,
     leave_one_out,
+    log_weight,
     marginal,
     mean_over_data,
     normalize,
@@ -53,6 +55,7 @@ __all__ = [
     "initial_params",
     "laplace",
     "leave_one_out",
+    "log_weight",
     "map_estimate",
     "marginal",
     "mean_over_data",

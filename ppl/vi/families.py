@@ -104,7 +104,9 @@ class _Normalized(Family):
     def _log_target(self, values, args, kwargs):
         return jax.vmap(lambda v: log_joint(self.model, v, args, kwargs))(values)
 
-    def simulate(self, rng_key, prefix, forced, branching, args, kwargs):
+    def draw(self, rng_key, prefix, args, kwargs):
+        """``(chosen, log_q, records, log Z_hat, index record name)``: ``log_q`` is
+        ``log p(chosen) - log Z_hat``; the index record is the resampling choice's score."""
         draw_key, pick_key = jax.random.split(rng_key)
         values, log_q, records = draw_particles(
             self.proposal, draw_key, prefix, self.num_particles, args, kwargs
@@ -116,7 +118,16 @@ class _Normalized(Family):
         records[prefix + "resample"] = SiteRecord("reinforce", jax.nn.log_softmax(log_w)[index])
         chosen = jax.tree.map(lambda leaf: leaf[index], values)
         log_normalizer = logsumexp(log_w) - jnp.log(self.num_particles)
-        return chosen, log_w[index] + log_q[index] - log_normalizer, records
+        return (
+            chosen,
+            log_w[index] + log_q[index] - log_normalizer,
+            records,
+            log_normalizer,
+            prefix + "resample",
+        )
+
+    def simulate(self, rng_key, prefix, forced, branching, args, kwargs):
+        return self.draw(rng_key, prefix, args, kwargs)[:3]
 
     def estimate_log_density(self, rng_key, prefix, values, args, kwargs):
         draws, log_q, records = draw_particles(

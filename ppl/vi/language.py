@@ -39,8 +39,17 @@ import jax.numpy as jnp
 from ppl.model.data import merge_data, split_data
 from ppl.runtime.cache import function_key
 from ppl.vi import estimators as est
-from ppl.vi.families import Family, as_family, draw_particles, marginal, normalize
-from ppl.vi.sites import Branch, SiteRecord, callable_name, is_autoguide, log_joint, run_guide
+from ppl.vi import rao_blackwell as rb
+from ppl.vi.families import Family, _Normalized, as_family, draw_particles, marginal, normalize
+from ppl.vi.sites import (
+    Branch,
+    SiteRecord,
+    callable_name,
+    is_autoguide,
+    log_joint,
+    log_joint_terms,
+    run_guide,
+)
 
 __all__ = [
     "Expectation",
@@ -48,6 +57,7 @@ __all__ = [
     "density",
     "expectation",
     "leave_one_out",
+    "log_weight",
     "marginal",
     "mean_over_data",
     "normalize",
@@ -67,11 +77,24 @@ class _Context:
     calls: int = 0
     loo_baselines: jax.Array | None = None
     autoguides: list = field(default_factory=list)  # checked against the models they are scored by
+    costs: list[_Cost] = field(default_factory=list)  # the log weights log_weight returned
 
     def next_call(self) -> tuple[jax.Array, str]:
         index = self.calls
         self.calls += 1
         return jax.random.fold_in(self.rng_key, index), f"call{index}/"
+
+
+@dataclass(frozen=True)
+class _Cost:
+    """A log weight returned by :func:`log_weight`, with what its score terms need:
+    ``whole`` names the records whose scores multiply the whole value, ``sites`` and
+    ``terms`` the Rao-Blackwellised ones (:mod:`ppl.vi.rao_blackwell`)."""
+
+    total: jax.Array
+    whole: tuple[str, ...]
+    sites: tuple[rb.ScoreSite, ...] = ()
+    terms: tuple[rb.Term, ...] = ()
 
 
 def _current(what: str) -> _Context:
@@ -132,6 +155,80 @@ def density(target, values: Mapping[str, Any], *args, **kwargs) -> jax.Array:
     return log_joint(target, values, args, kwargs, autoguides)
 
 
+def log_weight(
+    model: Callable, guide: Callable | Family, *args: Any, **kwargs: Any
+) -> tuple[dict, jax.Array]:
+    """One draw of ``guide`` scored under ``model``: ``(values, log p(x, z) - log q(z))``,
+    both programs called with ``*args, **kwargs``; ``sim`` then ``density`` in one call.
+
+    When the objective returns this log weight itself (the ELBO), each REINFORCE site's
+    score multiplies only the terms downstream of it (plate by plate, see
+    :mod:`ppl.vi.rao_blackwell`) instead of the whole value: same expectation, variance
+    growing like the number of plate elements instead of its square. Any other use of
+    the log weight (a sum, a log-mean-exp over particles) gets the whole-value score,
+    correct as always. For ``normalize(model, proposal, K)`` as the guide of the same
+    ``model`` the log weight is ``log Z_hat``, which does not depend on the resampling
+    index, so the index's score term is dropped.
+
+    Example::
+
+        @ppl.vi.expectation
+        def elbo(params, x):
+            return ppl.vi.log_weight(model, guide, params, x)[1]
+    """
+    context = _current("log_weight")
+    earlier = tuple(context.records)
+    if isinstance(guide, _Normalized) and guide.model is model:
+        return _evidence_weight(context, guide, earlier, args, kwargs)
+    if isinstance(guide, Family):
+        values, log_q = sim(guide, *args, **kwargs)
+        log_w = density(model, values, *args, **kwargs) - log_q
+        context.costs.append(_Cost(log_w, tuple(context.records)))
+        return values, log_w
+    rng_key, prefix = context.next_call()
+    if is_autoguide(guide) and guide not in context.autoguides:
+        context.autoguides.append(guide)
+    run = run_guide(guide, args, kwargs, rng_key, prefix, context.forced)
+    context.records.update(run.records)
+    log_p, model_sites = log_joint_terms(model, run.values, args, kwargs, context.autoguides)
+    log_w = log_p - sum(run.log_probs.values(), jnp.zeros(()))
+    sites, terms = _structure(run, prefix, model_sites)
+    context.costs.append(_Cost(log_w, earlier, sites, terms))
+    return run.values, log_w
+
+
+def _structure(run, prefix, model_sites):
+    """The REINFORCE sites of a guide run and the terms of its log weight (model terms
+    then ``-log q`` terms), each with the latest guide position it may depend on."""
+    positions = {name: position for position, name in enumerate(run.plate_forms)}
+    sites = tuple(
+        rb.ScoreSite(name, positions[name], run.plate_forms[name][1], run.records[prefix + name].baseline)
+        for name in run.plate_forms
+        if run.records[prefix + name].kind == "reinforce"
+    )
+    latents = [latent for latent, _ in model_sites]
+    model_terms = [
+        rb.Term(cost, reach)
+        for (_, cost), reach in zip(model_sites, rb.model_reach(latents, positions), strict=True)
+    ]
+    guide_terms = [
+        rb.Term(rb.PlateArray(-scaled.values, scaled.plates), positions[name])
+        for name, (scaled, _) in run.plate_forms.items()
+    ]
+    return sites, tuple(model_terms + guide_terms)
+
+
+def _evidence_weight(context, family, earlier, args, kwargs):
+    """:func:`log_weight` of ``normalize(model, ...)`` under the same model: ``log Z_hat``,
+    a function of the proposals only, so the resampling index's score is left out."""
+    rng_key, prefix = context.next_call()
+    values, _, records, log_normalizer, index = family.draw(rng_key, prefix, args, kwargs)
+    context.records.update(records)
+    proposals = tuple(name for name in records if name != index)
+    context.costs.append(_Cost(log_normalizer, earlier + proposals))
+    return values, log_normalizer
+
+
 def leave_one_out(values: jax.Array, reduce: Callable = jnp.mean) -> jax.Array:
     """``reduce(values)``, registering per-particle leave-one-out baselines.
 
@@ -160,10 +257,19 @@ def _box(log_prob):
 
 
 def _leaf(context: _Context, value) -> jax.Array:
+    cost = next((cost for cost in context.costs if cost.total is value), None)
     value = jnp.asarray(value)
     if value.shape != ():
         raise ValueError(f"an objective must return a scalar, got shape {value.shape}")
-    scored = [record for record in context.records.values() if record.kind == "reinforce"]
+    if cost is None:
+        return _whole_value_scores(context, value, context.records.values())
+    whole = [context.records[name] for name in cost.whole]
+    return _whole_value_scores(context, value, whole) + rb.score_terms(cost.sites, cost.terms)
+
+
+def _whole_value_scores(context: _Context, value, records) -> jax.Array:
+    """``value`` with the score terms of ``records`` multiplying the whole value."""
+    scored = [record for record in records if record.kind == "reinforce"]
     # Scores use each site's unscaled log q (SiteRecord): NumPyro's scale weighs the value only.
     total_score = sum((jnp.sum(record.score_log_q) for record in scored), jnp.zeros(()))
     surrogate = value * _box(total_score)

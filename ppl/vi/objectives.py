@@ -29,7 +29,16 @@ import jax
 import jax.numpy as jnp
 from jax.scipy.special import logsumexp
 
-from ppl.vi.language import Expectation, Family, density, expectation, leave_one_out, marginal, sim
+from ppl.vi.language import (
+    Expectation,
+    Family,
+    density,
+    expectation,
+    leave_one_out,
+    log_weight,
+    marginal,
+    sim,
+)
 from ppl.vi.sites import unscaled
 
 __all__ = ["diwhvi", "elbo", "hvi", "iwae", "iwhvi", "renyi", "vimco", "wake_p", "wake_q"]
@@ -63,12 +72,14 @@ def _built_from(model: Callable, guide, objective: Expectation) -> Expectation:
 
 
 def elbo(model: Callable, guide) -> Expectation:
-    """``E_q[log p(x, z) - log q(z)]``; ``guide`` may be a :class:`~ppl.vi.Family`."""
+    """``E_q[log p(x, z) - log q(z)]``; ``guide`` may be a :class:`~ppl.vi.Family`.
+
+    Score-function sites are Rao-Blackwellised: each multiplies only the terms of the
+    log weight downstream of it (:func:`~ppl.vi.log_weight`)."""
 
     @expectation
     def objective(params, *args):
-        values, log_q = sim(guide, params, *args)
-        return density(model, values, params, *args) - log_q
+        return log_weight(model, guide, params, *args)[1]
 
     return _built_from(model, guide, objective)
 

@@ -33,6 +33,7 @@ from numpyro.primitives import Messenger
 
 from ppl.errors import ModelError
 from ppl.vi import estimators as est
+from ppl.vi.rao_blackwell import PlateArray, plate_form
 
 # The key a param message carries while its name is missing from the parameters: a
 # collector further out (ppl.vi.initial_params) clears it, otherwise SubstituteParams raises.
@@ -168,15 +169,13 @@ def _unscaled_log_prob(msg) -> jax.Array:
     return fn.log_prob(msg["value"], intermediates) if intermediates else fn.log_prob(msg["value"])
 
 
+def _scaled(msg, log_prob) -> jax.Array:
+    """``scale * log_prob``: the site's elementwise term in a log-density, as NumPyro scores it."""
+    return log_prob if msg.get("scale") is None else msg["scale"] * log_prob
+
+
 def _scaled_total(msg, log_prob) -> jax.Array:
-    """``sum(scale * log_prob)``: the site's term in a log-density, as NumPyro scores it."""
-    if msg.get("scale") is not None:
-        log_prob = msg["scale"] * log_prob
-    return jnp.sum(log_prob)
-
-
-def _site_log_prob(msg) -> jax.Array:
-    return _scaled_total(msg, _unscaled_log_prob(msg))
+    return jnp.sum(_scaled(msg, log_prob))
 
 
 class _GuideRun(Messenger):
@@ -197,6 +196,8 @@ class _GuideRun(Messenger):
         self.auxiliary: dict[str, jax.Array] = {}
         self.records: dict[str, SiteRecord] = {}
         self.log_probs: dict[str, jax.Array] = {}
+        # Every drawn site in guide order: (scaled log q, unscaled log q) in plate form.
+        self.plate_forms: dict[str, tuple[PlateArray, PlateArray]] = {}
         self.weight = jnp.zeros(())
         self._estimators: dict[str, est.Estimator] = {}
 
@@ -252,6 +253,8 @@ class _GuideRun(Messenger):
         if name in self.constraints:
             self.weight = self.weight + log_prob
             return
+        frames = msg["cond_indep_stack"]
+        self.plate_forms[name] = (plate_form(_scaled(msg, unscaled), frames), plate_form(unscaled, frames))
         estimator = self._estimators[name]
         baseline = None
         if estimator.kind == "reinforce" and estimator.baseline is not None:
@@ -376,6 +379,12 @@ def log_joint(model: Callable, values: Mapping[str, Any], args=(), kwargs=None, 
 
     ``autoguides`` (those that drew ``values``) are checked against the model's sites.
     """
+    return log_joint_terms(model, values, args, kwargs, autoguides)[0]
+
+
+def log_joint_terms(model: Callable, values: Mapping[str, Any], args=(), kwargs=None, autoguides=()):
+    """:func:`log_joint` and its terms: ``(total, sites)`` with ``sites`` a list, in model
+    order, of ``(latent name or None for an observed site, scaled log p in plate form)``."""
     kwargs = kwargs or {}
     # A guide scored as a density is checked only against itself (its sites, its supports).
     checks = _RequireValues(model, values, () if is_autoguide(model) else tuple(autoguides))
@@ -392,9 +401,12 @@ def log_joint(model: Callable, values: Mapping[str, Any], args=(), kwargs=None, 
         raise ModelError(
             f"density: values {sorted(unused)} are not sample sites of {callable_name(model)}{checks.note}"
         )
-    total = jnp.zeros(())
+    total, sites = jnp.zeros(()), []
     for name, site in trace.items():
         if site["type"] == "sample":
             _check_shape(name, site["fn"], site["value"], site["kwargs"].get("sample_shape", ()))
-            total = total + _site_log_prob(site)
-    return total
+            log_prob = _scaled(site, _unscaled_log_prob(site))
+            total = total + jnp.sum(log_prob)
+            latent = None if site["is_observed"] else name
+            sites.append((latent, plate_form(log_prob, site["cond_indep_stack"])))
+    return total, sites
