@@ -43,7 +43,7 @@ from tests.vi.models import Y as NORMAL_Y
 
 N = 3
 X = jnp.array([1.3, -0.4, 2.1])
-S_OBS = 1.7
+S_OBS = 4.5
 Y = jnp.array([0.5, -1.1, 0.2])
 PRIOR = jnp.array([-0.3, 0.8])
 PARAMS = {
@@ -133,18 +133,32 @@ def test_value_is_the_elbo():
     assert abs(float(values.mean()) - float(exact_elbo(PARAMS))) < 5 * float(values.std()) / np.sqrt(4000)
 
 
-def test_power_plate_only_dependence_fails(monkeypatch):
-    """A rule that lets a site see only the terms with exactly its plates misses the
-    observed total ``s`` (it reads every z_i) and the z_i terms that depend on g."""
+def _same_plates_only(site, term):
+    return term.cost.plates == site.log_q.plates
 
-    def same_plates_only(site, terms):
+
+def _within_the_site_plates(site, term):
+    return set(site.log_q.plates) <= set(term.cost.plates)
+
+
+@pytest.mark.parametrize(
+    "depends",
+    [_same_plates_only, _within_the_site_plates],
+    ids=["same-plates-only", "outside-plate-terms-dropped"],
+)
+def test_power_wrong_dependence_fails(monkeypatch, depends):
+    """Wrong rules must fail: a site that sees only the terms with exactly its plates
+    misses the z_i terms that depend on g (and s); one that drops the terms outside its plates
+    misses the observed total ``s`` (it reads every z_i)."""
+
+    def downstream_cost(site, terms):
         cost = jnp.zeros(site.log_q.values.shape)
         for term in terms:
-            if term.reach >= site.position and term.cost.plates == site.log_q.plates:
+            if term.reach >= site.position and depends(site, term):
                 cost = cost + rao_blackwell.align(term.cost, site.log_q)
         return cost
 
-    monkeypatch.setattr(rao_blackwell, "downstream_cost", same_plates_only)
+    monkeypatch.setattr(rao_blackwell, "downstream_cost", downstream_cost)
     objective = ppl.vi.objectives.elbo(model, guide(*MIXES["reinforce"]))
     assert_biased(objective, PARAMS, X, Y, exact=EXACT)
 
