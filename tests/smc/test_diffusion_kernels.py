@@ -72,23 +72,36 @@ def test_dps_step():
 
 
 def test_afdps_sde_step():
+    """The reverse kernel N(m, s^2 I) (m = (alpha / alpha') x, s^2 = 1 - (alpha / alpha')^2 for
+    N(0, I)) times p(y | x') drawn exactly, weighted by N(y; m_1, sigma_y^2 + s^2) over the
+    backward kernel's N(y; (alpha / alpha') x'_1, sigma_y^2 + b^2),
+    b^2 = sigma^2 - (alpha / alpha')^2 sigma'^2."""
     afdps = sampler("afdps")
-    config = afdps.Config("sde", ess_threshold=0.0, scheme="systematic", langevin_step=0.1, langevin_steps=1)
+    config = afdps.Config("sde", 0.0, "systematic", 0.1, 1, 0.9)
+    step = jax.jit(afdps.step, static_argnums=(4, 7))
+    ratio = ALPHA / ALPHA_NEXT
+    kernel_var, back_var = 1 - ratio**2, SIGMA**2 - ratio**2 * SIGMA_NEXT**2
+    # the weights, given the particles drawn
     log_weights = np.log([0.1, 0.2, 0.3, 0.4])
     state = afdps.State(X, jnp.asarray(log_weights, jnp.float32), jnp.float32(-1.0))
-    new, info = afdps.step(KEY, state, PRIOR, OBSERVATION, config, T, T_NEXT, False)
-    x = np.asarray(X, np.float64)
-    f, g2, dt = float(SCHEDULE.drift(T)), float(SCHEDULE.diffusion_squared(T)), float(T - T_NEXT)
-    grad_mu = np.stack([(x[:, 0] - Y) / NOISE**2, np.zeros(4)], axis=1)
-    flow = -f * x + g2 * (-x)
-    rate = 0.5 * g2 * (np.sum(grad_mu**2, 1) - 1 / NOISE**2) - np.sum(flow * grad_mu, 1)
-    noise = np.asarray(jax.random.normal(jax.random.split(KEY, 3)[0], X.shape))
-    expected = x + dt * (flow - g2 * grad_mu) + np.sqrt(g2 * dt) * noise
-    np.testing.assert_allclose(new.particles, expected, rtol=1e-4, atol=1e-5)
-    unnormalised = log_weights + dt * rate
+    new, info = step(KEY, state, PRIOR, OBSERVATION, config, T, T_NEXT, False)
+    x, x_next = np.asarray(X, np.float64), np.asarray(new.particles, np.float64)
+    increments = norm.logpdf(Y, ratio * x[:, 0], np.sqrt(NOISE**2 + kernel_var)) - norm.logpdf(
+        Y, ratio * x_next[:, 0], np.sqrt(NOISE**2 + back_var)
+    )
+    unnormalised = log_weights + increments
     np.testing.assert_allclose(new.log_weights, unnormalised - logsumexp(unnormalised), rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(float(new.log_evidence), -1.0 + logsumexp(unnormalised), rtol=1e-5)
     assert not bool(info.resampled)
+    # the move, from many copies of one particle: x'_1 ~ N(m_1, s^2) p(y | x'_1), x'_2 ~ N(m_2, s^2)
+    num = 20_000
+    copies = afdps.State(jnp.tile(X[1], (num, 1)), jnp.full(num, -np.log(num)), jnp.float32(0.0))
+    draws = np.asarray(step(KEY, copies, PRIOR, OBSERVATION, config, T, T_NEXT, False)[0].particles)
+    precision = 1 / kernel_var + 1 / NOISE**2
+    means = [(ratio * float(X[1, 0]) / kernel_var + Y / NOISE**2) / precision, ratio * float(X[1, 1])]
+    variances = np.array([1 / precision, kernel_var])
+    assert np.all(np.abs(draws.mean(0) - means) <= 4 * np.sqrt(variances / num)), (draws.mean(0), means)
+    np.testing.assert_allclose(draws.var(0) / variances, 1.0, atol=4 * np.sqrt(2 / num))
 
 
 def test_tds_step():

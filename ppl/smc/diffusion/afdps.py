@@ -67,11 +67,12 @@ from jax.scipy.special import logsumexp
 
 from ppl.smc import resampling
 from ppl.smc.diffusion.base import (
+    ReverseKernel,
     Sampler,
     StepInfo,
     check_settings,
     ddim_moments,
-    ddim_moments_from_denoised,
+    reverse_kernel,
     reweight_then_maybe_resample,
     run,
 )
@@ -196,8 +197,9 @@ def _sde_move_linear(prior, observation, t, t_next, scale, back_var, rng_key, x)
     """
     operator, s, noise_std = observation.forward, observation.forward.singular_values, observation.noise_std
     denoised, denoiser_jvp = jax.linearize(lambda z: prior.denoise(z, t), x)
-    mean, std, _ = ddim_moments_from_denoised(prior, x, denoised, t, t_next, 1.0)
-    cov_sqrt = _row_covariance_sqrt(prior, operator, denoiser_jvp, t, t_next)  # (r, r)
+    kernel = reverse_kernel(prior, x, denoised, t, t_next, 1.0)
+    mean, std = kernel.mean, kernel.std
+    cov_sqrt = _row_covariance_sqrt(prior, operator, denoiser_jvp, t, kernel)  # (r, r)
     cov = cov_sqrt @ cov_sqrt.T
     free_key, row_key, noise_key = jax.random.split(rng_key, 3)
     free = mean + std * jax.random.normal(free_key, x.shape)
@@ -215,20 +217,16 @@ def _sde_move_linear(prior, observation, t, t_next, scale, back_var, rng_key, x)
     return x_next, forward - backward
 
 
-def _row_covariance_sqrt(prior, operator, denoiser_jvp, t, t_next):
+def _row_covariance_sqrt(prior, operator, denoiser_jvp, t, kernel: ReverseKernel):
     """A square root ``(r, r)`` of ``C = c^2 I + a^2 V^T Cov[x_0 | x_t] V``, the reverse kernel's
     covariance in the row space, with ``Cov = (sigma_t^2 / alpha_t) dD/dx`` (its symmetric part,
-    eigenvalues clipped at 0 for a network whose Jacobian is not PSD) and ``c``, ``a`` as in
-    :func:`~ppl.smc.diffusion.base.ddim_moments` (``eta = 1``)."""
+    eigenvalues clipped at 0 for a network whose Jacobian is not PSD) and the bridge's ``c^2``
+    and ``a`` from ``kernel`` (:class:`~ppl.smc.diffusion.base.ReverseKernel`)."""
     schedule = prior.schedule
-    alpha, sigma = schedule.alpha(t), schedule.sigma(t)
-    alpha_next, sigma_next = schedule.alpha(t_next), schedule.sigma(t_next)
-    bridge_var = sigma_next**2 * jnp.clip(1 - (alpha * sigma_next / (alpha_next * sigma)) ** 2, 0.0, 1.0)
-    x0_scale = alpha_next - jnp.sqrt(jnp.clip(sigma_next**2 - bridge_var, 0.0)) / sigma * alpha
     rank = operator.singular_values.shape[0]
     jac = jax.vmap(lambda e: operator.to_row_space(denoiser_jvp(operator.from_row_space(e))))(jnp.eye(rank))
-    eigenvalues, vectors = jnp.linalg.eigh(0.5 * (jac + jac.T) * sigma**2 / alpha)
-    variances = bridge_var + x0_scale**2 * jnp.maximum(eigenvalues, 0.0)
+    eigenvalues, vectors = jnp.linalg.eigh(0.5 * (jac + jac.T) * schedule.sigma(t) ** 2 / schedule.alpha(t))
+    variances = kernel.bridge_variance + kernel.x0_scale**2 * jnp.maximum(eigenvalues, 0.0)
     return vectors * jnp.sqrt(variances)
 
 
