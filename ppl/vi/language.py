@@ -19,7 +19,9 @@ log-density). The gradient is that of a surrogate with the objective's value:
 score-function sites enter through the DiCE box ``f * exp(tau - sg(tau))`` and
 their baselines; ``enum`` and ``mvd`` sites need the rest of the program at other
 values, so the program is re-executed with the site's value forced (the same keys
-give every other random choice the same value), batched with ``vmap``.
+give every other random choice the same value), batched with ``vmap``. An objective
+that returns the log weight of :func:`log_weight` (the ELBO) gets Rao-Blackwellised
+score terms instead: each site's score times the terms downstream of it only.
 
 Randomness: each ``sim``/``density`` call inside an objective gets the key
 ``fold_in(rng_key, call_index)`` and each site inside it ``fold_in(call_key,
