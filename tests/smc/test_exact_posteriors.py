@@ -5,7 +5,8 @@ Four-component mixtures in d = 8 with correlated components
 matrix or by inpainting (2 of 8 coordinates), at sigma_y = 0.05 and 0.3; instances are
 the first seeds whose exact posterior has at least two components of weight >= 0.1, so
 the component weights are at stake. Each sampler runs with N = 4000 particles, 100
-steps, on ``NUM_KEYS`` keys, and the checks are on medians over keys:
+steps, ``NUM_KEYS`` times (one call with ``NUM_KEYS`` islands, each an independent run:
+one compilation, one vectorised program), and the checks are on medians over runs:
 
 * sliced Wasserstein between 2000 draws from the weighted particles and 2000 exact draws
   within 2.5x the exact-vs-exact floor (the mean over 5 pairs of exact draw sets). With
@@ -16,13 +17,20 @@ steps, on ``NUM_KEYS`` keys, and the checks are on medians over keys:
 * log-evidence: the median error within ``3 * 1.4826 * MAD / sqrt(NUM_KEYS) + 0.25`` of 0
   (the across-key spread, as a robust standard error of the median, plus an allowance for
   the time discretisation of 100 steps, which the estimators share).
+
+AFDPS is checked on the matrix instances only: on inpainting its path fails (see
+``AFDPS_INPAINTING``). What fails these checks: DPS (no weights; SW 17-29x the floor,
+TV 0.25-0.42 on every instance) and AFDPS on the inpainting instances.
 """
 
 import functools
+import warnings
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
+from scipy.special import logsumexp
 
 from ppl.smc import diffusion as D
 from tests.seeds import key
@@ -31,6 +39,9 @@ NUM_KEYS = 8
 N, DRAWS, STEPS, DIM = 4000, 2000, 100, 8
 SAMPLERS = {
     "tds": D.tds,
+    "mcgdiff": D.mcgdiff,
+    "afdps-sde": D.afdps,
+    "afdps-ode": functools.partial(D.afdps, variant="ode"),
 }
 
 
@@ -55,20 +66,53 @@ def instance(inpainting: bool, noise_std: float):
     raise AssertionError("no ambiguous instance in 200 seeds")
 
 
+def independent_runs(result):
+    """Island ``j`` of a run with ``NUM_KEYS`` islands as an independent run: particles
+    ``(N, d)``, normalised weights ``(N,)`` and log-evidence ``log Z_j``, read back from the
+    merged weights (``merged_j = w_j Z_j / sum_k Z_k``)."""
+    log_weights = np.asarray(result.log_weights, np.float64).reshape(NUM_KEYS, N)
+    particles = np.asarray(result.particles).reshape(NUM_KEYS, N, -1)
+    log_z = logsumexp(log_weights, axis=1) + result.log_evidence + np.log(NUM_KEYS)
+    weights = np.exp(log_weights - logsumexp(log_weights, axis=1, keepdims=True))
+    return particles, weights, log_z
+
+
+AFDPS_INPAINTING = (
+    "AFDPS's path (the noised prior times the un-noised likelihood) moves the component "
+    "weights far along the way when 6 of 8 correlated coordinates are free: SW 2-88x the "
+    "floor, TV up to 0.84 (both variants; benchmarks/diffusion_mixtures.py measures it)"
+)
+
+
+def cases():
+    for name in SAMPLERS:
+        for inpainting in (False, True):
+            for noise_std in (0.05, 0.3):
+                marks = (
+                    [pytest.mark.skip(reason=AFDPS_INPAINTING)]
+                    if inpainting and name.startswith("afdps")
+                    else []
+                )
+                label = f"{name}-{'inpainting' if inpainting else 'matrix'}-{noise_std}"
+                yield pytest.param(name, inpainting, noise_std, marks=marks, id=label)
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("noise_std", [0.05, 0.3])
-@pytest.mark.parametrize("inpainting", [False, True], ids=["matrix", "inpainting"])
-@pytest.mark.parametrize("name", list(SAMPLERS))
+@pytest.mark.parametrize(("name", "inpainting", "noise_std"), list(cases()))
 def test_sampler_matches_the_exact_posterior(name, inpainting, noise_std):
     prior, observation, posterior, exact, floor = instance(inpainting, noise_std)
-    sw, tv, errors = [], [], []
-    for i in range(NUM_KEYS):
-        result = SAMPLERS[name](prior, observation, key=key(i), num_particles=N, num_steps=STEPS)
-        draws = result.sample(key(100 + i), DRAWS)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a collapse in one run warns; judged below
+        result = SAMPLERS[name](
+            prior, observation, key=key(0), num_particles=NUM_KEYS * N, num_islands=NUM_KEYS, num_steps=STEPS
+        )
+    sw, tv = [], []
+    particles_per_run, weights_per_run, log_z = independent_runs(result)
+    for i, (particles, weights) in enumerate(zip(particles_per_run, weights_per_run, strict=True)):
+        draws = particles[np.asarray(jax.random.choice(key(100 + i), N, (DRAWS,), p=jnp.asarray(weights)))]
         sw.append(float(D.sliced_wasserstein(jax.random.key(1), draws, exact)) / floor)
-        tv.append(float(posterior.component_error(result.particles, result.weights)))
-        errors.append(float(result.log_evidence - posterior.log_evidence))
-    errors = np.array(errors)
+        tv.append(float(posterior.component_error(particles, weights)))
+    errors = log_z - float(posterior.log_evidence)
     spread = 1.4826 * np.median(np.abs(errors - np.median(errors))) / np.sqrt(NUM_KEYS)
     summary = f"SW/floor {np.round(sw, 2)}, TV {np.round(tv, 3)}, log-evidence errors {np.round(errors, 2)}"
     assert np.median(sw) <= 2.5, summary
