@@ -48,26 +48,22 @@ def two_component(sigma):
     return mixture, D.measurement(jnp.array([[1.0, 0.0]]), jnp.array([1.0]), sigma)
 
 
-def eight_dimensional(sigma, forward):
+def eight_dimensional_mask(sigma):
     """Four components in ``d = 8`` with means ``2 N(0, I)``, observed through a mask of three
-    coordinates (or a ``(2, 8)`` Gaussian matrix); ``y`` from a prior draw."""
+    coordinates; ``y`` from a prior draw."""
     rng = np.random.default_rng(0)
     mixture = D.GaussianMixture(rng.uniform(0.5, 1.5, 4), 2.0 * rng.normal(size=(4, 8)))
     x_true = np.asarray(mixture.sample(jax.random.key(0), 1))[0]
-    if forward == "mask":
-        mask = np.zeros(8, bool)
-        mask[[0, 3, 5]] = True
-        operator, clean = D.MaskOperator(mask), x_true[mask]
-    else:
-        operator = rng.normal(size=(2, 8)) / np.sqrt(8)
-        clean = operator @ x_true
-    return mixture, D.measurement(operator, clean + sigma * rng.normal(size=clean.shape), sigma)
+    mask = np.zeros(8, bool)
+    mask[[0, 3, 5]] = True
+    clean = x_true[mask]
+    return mixture, D.measurement(D.MaskOperator(mask), clean + sigma * rng.normal(size=clean.shape), sigma)
 
 
 # A d = 8 matrix case is in tests/smc/test_exact_posteriors.py (correlated components).
 PROBLEMS = {
     "two-component": two_component,
-    "d8-mask": lambda sigma: eight_dimensional(sigma, "mask"),
+    "d8-mask": eight_dimensional_mask,
 }
 
 
