@@ -32,7 +32,9 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.scipy.special import gammaln
 from numpyro import distributions as dist
+from numpyro.distributions.util import validate_sample
 
 __all__ = ["Estimator", "enum", "implicit", "mvd", "reinforce", "reparam"]
 
@@ -168,17 +170,37 @@ class _SmoothBernoulliLogits(dist.BernoulliLogits):
     weight and lane probability of such a site had a wrong gradient there.
     """
 
+    @validate_sample
     def log_prob(self, value):
         return value * jax.nn.log_sigmoid(self.logits) + (1 - value) * jax.nn.log_sigmoid(-self.logits)
 
 
-def _is_bernoulli_logits(node) -> bool:
-    return type(node) is dist.BernoulliLogits
+class _SmoothBinomialLogits(dist.BinomialLogits):
+    """``BinomialLogits`` scored as ``log C(n, k) + k l + n log sigmoid(-l)``, differentiable
+    at logit 0 (NumPyro 0.22's ``n clip(l, 0) + n log1p(exp(-|l|))`` has the kink of
+    :class:`_SmoothBernoulliLogits`: ``d log p(k)/dl`` is ``k`` there instead of ``k - n/2``)."""
+
+    @validate_sample
+    def log_prob(self, value):
+        n = jnp.asarray(self.total_count, jnp.result_type(float))
+        log_binomial = gammaln(n + 1) - gammaln(value + 1) - gammaln(n - value + 1)
+        return log_binomial + value * self.logits + n * jax.nn.log_sigmoid(-self.logits)
+
+
+def _smooth_copy(node):
+    if type(node) is dist.BernoulliLogits:
+        return _SmoothBernoulliLogits(node.logits, validate_args=node._validate_args)
+    return _SmoothBinomialLogits(node.logits, node.total_count, validate_args=node._validate_args)
+
+
+def _has_kink(node) -> bool:
+    return type(node) in (dist.BernoulliLogits, dist.BinomialLogits)
 
 
 def without_kinks(fn: dist.Distribution) -> dist.Distribution:
-    """``fn`` with every ``BernoulliLogits`` inside it (wrapped by plates, ``to_event``,
-    masks) scored by a formula that is smooth at logit 0; other distributions unchanged.
+    """``fn`` with every ``BernoulliLogits`` and ``BinomialLogits`` inside it (wrapped by
+    plates, ``to_event``, masks) scored by a formula that is smooth at logit 0; other
+    distributions unchanged.
 
     Example:
         >>> import jax
@@ -186,15 +208,9 @@ def without_kinks(fn: dist.Distribution) -> dist.Distribution:
         >>> float(jax.grad(lambda l: without_kinks(dist.Bernoulli(logits=l)).log_prob(1.0))(0.0))
         0.5
     """
-    if not any(map(_is_bernoulli_logits, jax.tree.leaves(fn, is_leaf=_is_bernoulli_logits))):
+    if not any(map(_has_kink, jax.tree.leaves(fn, is_leaf=_has_kink))):
         return fn
-
-    def smooth(node):
-        if _is_bernoulli_logits(node):
-            return _SmoothBernoulliLogits(node.logits, validate_args=node._validate_args)
-        return node
-
-    return jax.tree.map(smooth, fn, is_leaf=_is_bernoulli_logits)
+    return jax.tree.map(lambda node: _smooth_copy(node) if _has_kink(node) else node, fn, is_leaf=_has_kink)
 
 
 def lane_probabilities(fn: dist.Distribution) -> tuple[jax.Array, jax.Array]:

@@ -209,12 +209,17 @@ def _structure(run, prefix, model_sites):
         if run.records[prefix + name].kind == "reinforce"
     )
     latents = [latent for latent, _ in model_sites]
-    model_terms = [
-        rb.Term(cost, reach)
-        for (_, cost), reach in zip(model_sites, rb.model_reach(latents, positions), strict=True)
-    ]
+    guide_carriers = tuple(
+        rb.Carrier(positions[name], rb.plate_set(scaled), False)
+        for name, (scaled, _) in run.plate_forms.items()
+    )
+    model_terms, model_carriers = [], ()
+    for (latent, cost), reach in zip(model_sites, rb.model_reach(latents, positions), strict=True):
+        if latent is not None:
+            model_carriers += (rb.Carrier(positions[latent], rb.plate_set(cost), True),)
+        model_terms.append(rb.Term(cost, reach, guide_carriers + model_carriers))
     guide_terms = [
-        rb.Term(rb.PlateArray(-scaled.values, scaled.plates), positions[name])
+        rb.Term(rb.PlateArray(-scaled.values, scaled.plates), positions[name], guide_carriers)
         for name, (scaled, _) in run.plate_forms.items()
     ]
     return sites, tuple(model_terms + guide_terms)

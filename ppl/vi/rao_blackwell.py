@@ -12,9 +12,15 @@ and only add variance. Which terms may depend on ``z`` (the rules are conservati
   is ``z`` or drawn after ``z`` in the guide (``m``'s density can only use values
   sampled before it);
 - plates: element ``i`` of ``z`` along a plate the term shares (same name and size)
-  reaches only element ``i`` of the term; along any other axis the term counts whole.
-  This is NumPyro's conditional-independence contract for plates (an element of a
-  plate never reads another element of the same plate), as in ``TraceGraph_ELBO``.
+  reaches only element ``i`` of the term, provided every site through which ``z`` may
+  reach the term is in that plate too (the guide sites drawn after ``z`` up to the
+  term's reach, and for a model term the model latents sampled before it, from ``z``
+  on, with their model plates); along any other axis the term counts whole. Plate
+  elements are independent only given the sites outside the plate: a global site drawn
+  from ``sum_i z_i`` carries every ``z_i`` into every element of a later plate term.
+  This is NumPyro's conditional-independence contract for plates (an element of a plate
+  never reads another element of the same plate directly); code that breaks it (e.g.
+  ``z.mean()`` used inside the plate) cannot be detected and biases the gradient.
 
 Example: a plate of ``N`` local latents ``z_i`` with data ``x_i`` gives ``z_i`` the cost
 ``log p(z_i) + log p(x_i | z_i) - log q(z_i)`` instead of the whole sum over ``N``, so the
@@ -69,15 +75,27 @@ def plate_form(log_prob, frames) -> PlateArray:
     return PlateArray(jnp.sum(log_prob, axis=summed), tuple(names[axis] for axis in sorted(names)))
 
 
-def align(term: PlateArray, target: PlateArray) -> jax.Array:
+def plate_set(form: PlateArray) -> frozenset:
+    """The ``(name, size)`` pairs of ``form``'s plates."""
+    return frozenset((plate, form.size(plate)) for plate in form.plates)
+
+
+def align(term: PlateArray, target: PlateArray, keep=None) -> jax.Array:
     """``term`` as seen by each element of ``target``: summed over the axes the two do
-    not share, broadcastable to ``target.values.shape``.
+    not share (or that are not in ``keep``, a set of ``(name, size)``, when given),
+    broadcastable to ``target.values.shape``.
 
     Example: a term on plate ``("data",)`` of size 5 and a target outside plates give the
     term's total, shape ``()``; the other way round, the target's 5 elements each see the
     whole term, shape ``(1,)`` broadcast.
     """
-    shared = [p for p in term.plates if p in target.plates and term.size(p) == target.size(p)]
+    shared = [
+        p
+        for p in term.plates
+        if p in target.plates
+        and term.size(p) == target.size(p)
+        and (keep is None or (p, term.size(p)) in keep)
+    ]
     summed = tuple(axis for axis, p in enumerate(term.plates) if p not in shared)
     values = jnp.sum(term.values, axis=summed)
     in_target_order = sorted(shared, key=target.plates.index)
@@ -86,12 +104,39 @@ def align(term: PlateArray, target: PlateArray) -> jax.Array:
 
 
 @dataclass(frozen=True)
+class Carrier:
+    """A site through which a score site's value may reach a term: its guide position and
+    its plates (``plate_set``). A guide site carries from the sites drawn before it
+    (``from_model=False``); a model latent, with its model plates, from its own guide
+    position on (``from_model=True``: the model may place it in other plates than the guide)."""
+
+    position: float
+    plates: frozenset
+    from_model: bool
+
+    def carries(self, site_position: int, reach: float) -> bool:
+        after = site_position <= self.position if self.from_model else site_position < self.position
+        return after and self.position <= reach
+
+
+@dataclass(frozen=True)
 class Term:
-    """One cost term and the latest guide position it may depend on: every score site
-    at a guide position ``<= reach`` may influence it."""
+    """One cost term, the latest guide position it may depend on (every score site at a
+    guide position ``<= reach`` may influence it) and the sites that may carry that
+    influence (:class:`Carrier`)."""
 
     cost: PlateArray
     reach: float
+    carriers: tuple = ()
+
+    def independent_plates(self, site_position: int):
+        """The ``(name, size)`` plates along which element ``i`` of a score site at
+        ``site_position`` reaches only element ``i`` of this term: those of every carrier."""
+        keep = None
+        for carrier in self.carriers:
+            if carrier.carries(site_position, self.reach):
+                keep = carrier.plates if keep is None else keep & carrier.plates
+        return keep
 
 
 @dataclass(frozen=True)
@@ -130,7 +175,7 @@ def downstream_cost(site: ScoreSite, terms) -> jax.Array:
     cost = jnp.zeros(site.log_q.values.shape)
     for term in terms:
         if term.reach >= site.position:
-            cost = cost + align(term.cost, site.log_q)
+            cost = cost + align(term.cost, site.log_q, term.independent_plates(site.position))
     return cost
 
 

@@ -47,3 +47,21 @@ def test_model_density_gradient_at_zero():
 def test_estimators_at_logit_zero(grad_z1):
     objective = ppl.vi.objectives.elbo(discrete_model, discrete_guide(grad_z1, ppl.vi.enum()))
     assert_unbiased(objective, AT_ZERO, X_OBS, exact=EXACT)
+
+
+@pytest.mark.parametrize("count", [0.0, 2.0, 3.0])
+def test_binomial_logits_gradient_at_zero(count):
+    """``d log p(k)/dl = k - n sigmoid(l)``: ``k - 1.5`` at 0 for ``n = 3`` (NumPyro: ``k``)."""
+
+    def log_prob(logits):
+        return without_kinks(dist.Binomial(3, logits=logits).expand((2,))).log_prob(count).sum()
+
+    np.testing.assert_allclose(jax.grad(log_prob)(0.0), 2 * (count - 1.5), rtol=1e-6)
+    plain = dist.Binomial(3, logits=0.7).log_prob(count) * 2
+    np.testing.assert_allclose(log_prob(0.7), plain, rtol=1e-6)
+
+
+def test_smooth_copies_keep_support_validation():
+    with pytest.warns(UserWarning, match="Out-of-support"):
+        log_p = without_kinks(dist.Bernoulli(logits=0.0, validate_args=True)).log_prob(0.5)
+    assert float(log_p) == -np.inf

@@ -299,3 +299,58 @@ def test_sir_index_score_kept_where_the_value_reads_the_index():
 
 def test_power_dropping_the_index_score_there_fails():
     assert_biased(log_weight_plus_z1(True), DISCRETE_PARAMS, X_OBS, exact=SIR_EXACT)
+
+
+# A global site drawn from every z_i carries each z_i into every element of a later plate
+# term: plate elements are independent only given the sites outside the plate.
+X_THROUGH = jnp.array([3.0, 3.0])
+A_THROUGH = {"a": jnp.array([0.2, -0.3])}
+
+
+def model_through_global(params, x):
+    with ppl.plate("data", 2):
+        ppl.sample("z", dist.Bernoulli(0.5))
+    y = ppl.sample("y", dist.Normal(0.0, 1.0))
+    with ppl.plate("data", 2):
+        ppl.sample("x", dist.Normal(y, 1.0), obs=x)
+
+
+def guide_through_global(params, x):
+    with ppl.plate("data", 2):
+        z = ppl.sample("z", dist.Bernoulli(logits=params["a"]), infer={"grad": ppl.vi.reinforce()})
+    ppl.sample("y", dist.Normal(jnp.sum(z), 1.0))
+
+
+def exact_through_global(params):
+    """The ELBO summed over z in {0, 1}^2, with the Gaussian expectations over y | z in
+    closed form (E[log N(y; 0, 1)] and E[log N(x_j; y, 1)] under y ~ N(s, 1), and the
+    entropy of N(s, 1))."""
+    half_log_2pi, total = 0.5 * jnp.log(2 * jnp.pi), 0.0
+    for values in itertools.product((0.0, 1.0), repeat=2):
+        z = jnp.array(values)
+        s = jnp.sum(z)
+        log_q = jnp.sum(z * jax.nn.log_sigmoid(params["a"]) + (1 - z) * jax.nn.log_sigmoid(-params["a"]))
+        prior_y = -half_log_2pi - 0.5 * (s**2 + 1)
+        likelihood = jnp.sum(-half_log_2pi - 0.5 * ((X_THROUGH - s) ** 2 + 1))
+        entropy_y = half_log_2pi + 0.5
+        total = total + jnp.exp(log_q) * (2 * jnp.log(0.5) - log_q + prior_y + likelihood + entropy_y)
+    return total
+
+
+def through_global_exact():
+    with jax.enable_x64(True):
+        params = {"a": jnp.asarray(A_THROUGH["a"], jnp.float64)}
+        return jax.tree.map(np.asarray, jax.grad(exact_through_global)(params))
+
+
+def test_dependence_through_a_global_site_is_kept():
+    objective = ppl.vi.objectives.elbo(model_through_global, guide_through_global)
+    assert_unbiased(objective, A_THROUGH, X_THROUGH, exact=through_global_exact())
+
+
+def test_power_pairwise_plate_rule_fails_through_a_global_site(monkeypatch):
+    """Pairing z_i with x_i by their shared plate alone (NumPyro's TraceGraph_ELBO rule)
+    drops x_j's dependence on z_i through y."""
+    monkeypatch.setattr(rao_blackwell.Term, "independent_plates", lambda self, position: None)
+    objective = ppl.vi.objectives.elbo(model_through_global, guide_through_global)
+    assert_biased(objective, A_THROUGH, X_THROUGH, exact=through_global_exact())
