@@ -120,3 +120,22 @@ def test_the_plain_ddpm_kernel_fails_the_mixture_check():
 def test_denoiser_variance_rejects_unknown_names():
     with pytest.raises(ValueError, match="denoiser_variance must be"):
         D.DiffusionPrior(SCHEDULE, 2, score_fn=lambda x, t: -x, denoiser_variance="diagonal")
+
+
+def test_probe_estimate_of_a_correlated_gaussian_is_unbiased_over_particles():
+    """d = 64 > 32 (one Rademacher probe per particle and step): N(0, S) with correlation 0.9
+    has Cov[x_0 | x_t] independent of x_t, so the mean of the estimates over 2000 particles is
+    within 4 standard errors of the exact value (one fixed probe: 38% low at t = 0.7)."""
+    dim = 64
+    covariance = 0.1 * jnp.eye(dim) + 0.9 * jnp.ones((dim, dim))
+    gaussian = D.FullCovarianceMixture(jnp.ones(1), jnp.zeros((1, dim)), covariance[None])
+    exact = gaussian.diffusion_prior(SCHEDULE)
+    estimated = D.DiffusionPrior(SCHEDULE, dim, score_fn=exact.network, params=gaussian)
+    t = 0.7
+    x = gaussian.noised(SCHEDULE.alpha(t), SCHEDULE.sigma(t)).sample(key(3), 2000)
+    estimates = np.asarray(jax.jit(jax.vmap(lambda z: estimated.denoiser_variance(z, t)))(x), np.float64)
+    truth = float(exact.denoiser_variance(x[0], t))
+    assert abs(estimates.mean() - truth) <= 4 * estimates.std() / np.sqrt(len(estimates)), (
+        estimates.mean(),
+        truth,
+    )

@@ -97,9 +97,11 @@ def ddim_moments(prior: DiffusionPrior, x, t, t_next, eta):
     (:meth:`~ppl.smc.diffusion.DiffusionPrior.denoiser_variance`): the mean is the bridge's
     at ``x0``, the variance ``c^2 + a^2 v`` with ``a = alpha' - sqrt(sigma'^2 - c^2) alpha / sigma``
     the bridge's coefficient of ``x_0``. Every bridge keeps the forward marginals, so for
-    Gaussian data (isotropic: ``Cov[x_0 | x_t] = v I``) this kernel is the exact reverse
-    conditional at any step size; the plain kernel (``v = 0``, DDPM / DDIM) loses variance on
-    coarse grids (a mixture's component variances come out at 0.9 of the truth at 100 steps).
+    Gaussian data (isotropic: ``Cov[x_0 | x_t] = v I``) this kernel keeps them at any step
+    size, and with ``eta = 1`` it is the exact reverse conditional; the plain kernel
+    (``v = 0``, DDPM / DDIM) loses variance on coarse grids (a mixture's component variances
+    come out at 0.9 of the truth at 100 steps). With ``eta = 0`` it is no longer DDIM's
+    deterministic map: it draws with variance ``a^2 v``.
 
     Returns ``(mean (d,), std (), x0 (d,))``.
     """

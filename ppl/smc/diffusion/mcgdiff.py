@@ -165,16 +165,23 @@ def step(rng_key, state: State, prior, observation, config: Config, t, t_next, f
         state.particles
     )
     mean, std, denoised = kernel.mean, kernel.std, kernel.denoised
-    if final:  # the kernel to t = 0 is the point mass at D(x): weigh by the true likelihood
+    # To t = 0 take D(x) (the kernel's variance there, Var[x0 | x_{t_min}], is ~1e-4) and
+    # weigh by the true likelihood.
+    if final:
         log_weights, log_increment = resampling.reweight(
             state.log_weights, jax.vmap(observation.log_likelihood)(denoised) - state.log_potential
         )
         new = State(denoised, state.log_potential, log_weights, state.log_evidence + log_increment)
         return new, StepInfo(resampling.ess(log_weights), jnp.array(False))
-    # The potential's model of x0 | x_t: the kernel's, or the flat prior's where that is 0
-    # (a prior built with denoiser_variance="zero").
-    flat = (prior.schedule.sigma(t) / prior.schedule.alpha(t)) ** 2
-    slope, residual = regression_on_next(kernel, jnp.where(kernel.x0_variance > 0, kernel.x0_variance, flat))
+    # The potential's model of x0 | x_t: the kernel's, or the flat prior's for a prior built
+    # with denoiser_variance="zero" (the kernel then treats x0 as known).
+    if prior.variance_fn == "zero":
+        x0_variance = jnp.full_like(
+            kernel.x0_variance, (prior.schedule.sigma(t) / prior.schedule.alpha(t)) ** 2
+        )
+    else:
+        x0_variance = kernel.x0_variance
+    slope, residual = regression_on_next(kernel, x0_variance)
     row_mean, row_denoised = to_row(mean), to_row(denoised)  # (n, r)
     log_predictive = log_normal_diagonal(y_bar, row_denoised, v + (residual + slope**2 * std**2)[:, None])
     (mean, std, row_mean, row_denoised, slope, residual), log_weights, log_increment, ess, resampled = (
@@ -218,7 +225,8 @@ def mcgdiff(
     Returns a :class:`~ppl.smc.diffusion.DiffusionResult`.
 
     Args:
-        prior: a :class:`~ppl.smc.diffusion.DiffusionPrior` (no network gradients needed).
+        prior: a :class:`~ppl.smc.diffusion.DiffusionPrior` (no network gradient for guidance; the
+            kernel's denoiser variance may differentiate the denoiser).
         observation: from :func:`~ppl.smc.diffusion.measurement` with a linear operator.
         key: a ``jax.random`` key.
         eta: stochasticity of the DDIM kernel (``0 < eta <= 1``).

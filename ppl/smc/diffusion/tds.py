@@ -83,7 +83,9 @@ def step(rng_key, state: State, prior, observation, config: Config, t, t_next, f
     """Move ``t -> t_next`` with the twisted proposal, reweight, resample below the ESS threshold."""
     move_key, resample_key = jax.random.split(rng_key)
     x = state.particles
-    if final:  # to t = 0 the kernel is the point mass at D(x): weigh by the true likelihood
+    # To t = 0 take D(x) (the kernel's variance there, Var[x0 | x_{t_min}], is ~1e-4) and
+    # weigh by the true likelihood.
+    if final:
         x_next = state.denoised
         increments = jax.vmap(observation.log_likelihood)(x_next) - state.log_twist
         cache = (x_next, state.log_twist, state.twist_grad, state.denoised)
