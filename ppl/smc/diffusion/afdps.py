@@ -62,6 +62,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.scipy.linalg import cho_factor, cho_solve
 from jax.scipy.special import logsumexp
 
@@ -444,6 +445,10 @@ def afdps(
     check_settings("afdps", ess_threshold=ess_threshold, resampling_scheme=resampling_scheme)
     if not 0 <= min_step_ess < 1:
         raise ValueError(f"min_step_ess must be in [0, 1), got {min_step_ess}")
+    if not (np.isfinite(langevin_step) and langevin_step > 0):
+        raise ValueError(f"langevin_step must be a positive number, got {langevin_step}")
+    if int(langevin_steps) != langevin_steps or langevin_steps < 0:
+        raise ValueError(f"langevin_steps must be a nonnegative integer, got {langevin_steps}")
     config = Config(
         variant,
         float(ess_threshold),

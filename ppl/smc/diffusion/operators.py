@@ -76,6 +76,7 @@ class MatrixOperator(LinearOperator):
         if matrix.ndim != 2:
             raise ValueError(f"the forward matrix must be 2-D (d_y, d), got shape {matrix.shape}")
         _check_finite("A", matrix)
+        _check_finite("A (as float32)", matrix.astype(np.float32))
         u, s, vt = np.linalg.svd(matrix, full_matrices=False)
         keep = s > 1e-6 * max(float(s.max(initial=0.0)), 1e-30)
         self.matrix = jnp.asarray(matrix, jnp.float32)
@@ -242,6 +243,7 @@ def measurement(forward, y, noise_std: float, dim: int | None = None) -> Measure
     """
     _check_finite("y", y)
     y = jnp.asarray(y, jnp.float32)
+    _check_finite("y (as float32)", y)
     if y.ndim != 1:
         raise ValueError(f"y must be 1-D (d_y,), got shape {y.shape}")
     if not (np.isfinite(noise_std) and float(noise_std) > 0):
