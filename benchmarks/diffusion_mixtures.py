@@ -32,6 +32,9 @@ from ppl.smc import diffusion as D
 
 QUICK = "--quick" in sys.argv
 SKIP = sys.argv[sys.argv.index("--skip") + 1].split(",") if "--skip" in sys.argv else []
+# AFDPS's SDE variant takes r JVPs and an r x r eigendecomposition per particle and step:
+# with the inpainting mask (r = 10) one 20-step run did not finish in 5 minutes here.
+SKIP_CELLS = {("inpainting", "afdps-sde")}
 INSTANCES = 2 if QUICK else 5
 STEPS = (100,) if QUICK else (20, 100)
 NOISES = (0.05, 0.3)
@@ -51,6 +54,7 @@ METHODS = {
     "dps": D.dps,
 }
 METHODS = {name: method for name, method in METHODS.items() if name not in SKIP}
+RESULTS = "diffusion_mixtures_quick.json" if QUICK else "diffusion_mixtures.json"
 
 
 def one_run(method, prior, observation, posterior, exact, floor, steps, i):
@@ -131,6 +135,8 @@ def main():
             largest_weights = [float(np.max(instance[2].weights)) for instance in instances]
             for steps in STEPS:
                 for name, method in METHODS.items():
+                    if (case, name) in SKIP_CELLS:
+                        continue
                     runs = [one_run(method, *instance, steps, i) for i, instance in enumerate(instances)]
                     row = {
                         "case": case,
@@ -141,6 +147,7 @@ def main():
                         **summarise(runs),
                     }
                     rows.append(row)
+                    write_results(RESULTS, {"rows": rows})  # after every row: a stopped run keeps its rows
                     if "sw_ratio" in row:
                         print(
                             f"{case:10s} sigma_y={noise:<4} steps={steps:3d} {name:9s} "
@@ -155,7 +162,6 @@ def main():
                         print(
                             f"{case:10s} sigma_y={noise:<4} steps={steps:3d} {name:9s} diverged", flush=True
                         )
-    write_results("diffusion_mixtures_quick.json" if QUICK else "diffusion_mixtures.json", {"rows": rows})
 
 
 if __name__ == "__main__":
