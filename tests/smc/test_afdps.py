@@ -82,9 +82,13 @@ def exact_moments(posterior):
     return draws.mean(0), draws.std(0)
 
 
+# sigma_y = 0.3 on the two-component mixture is the easy case (suite time); both noise
+# levels run on the d = 8 mask, and on correlated d = 8 instances in test_exact_posteriors.
+CASES = [("two-component", 0.05), ("d8-mask", 0.05), ("d8-mask", 0.3)]
+
+
 @pytest.mark.parametrize("variant", ["sde", "ode"])
-@pytest.mark.parametrize("sigma", [0.05, 0.3])
-@pytest.mark.parametrize("problem", sorted(PROBLEMS))
+@pytest.mark.parametrize(("problem", "sigma"), CASES)
 def test_afdps_matches_the_exact_posterior(problem, sigma, variant):
     mixture, observation = PROBLEMS[problem](sigma)
     posterior = mixture.posterior(observation)
