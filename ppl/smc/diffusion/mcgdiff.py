@@ -230,9 +230,10 @@ def mcgdiff(
         observation: from :func:`~ppl.smc.diffusion.measurement` with a linear operator.
         key: a ``jax.random`` key.
         eta: stochasticity of the DDIM kernel (``0 < eta <= 1``).
-        num_particles, num_steps, num_islands, ess_threshold, resampling_scheme, devices,
-            progress_bar: as in :func:`~ppl.smc.diffusion.afdps` (``ess_threshold = 1``
-            resamples at every step, as the paper does).
+        ess_threshold: resample when ``ESS < ess_threshold * N`` (``1`` resamples at every
+            step, as the paper does).
+        num_particles, num_steps, num_islands, resampling_scheme, devices, progress_bar: as in
+            :func:`~ppl.smc.diffusion.afdps`.
 
     Example:
         >>> import jax, jax.numpy as jnp
