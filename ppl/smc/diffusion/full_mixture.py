@@ -37,6 +37,7 @@ import numpy as np
 from jax.scipy.special import logsumexp
 
 from ppl.smc.diffusion.gmm import _NoisedDenoiserVariance, _NoisedScore
+from ppl.smc.diffusion.mixture import component_error
 from ppl.smc.diffusion.operators import MaskOperator, MatrixOperator, Measurement, measurement
 from ppl.smc.diffusion.prior import DiffusionPrior
 from ppl.smc.diffusion.schedule import Schedule
@@ -300,10 +301,7 @@ class FullCovarianceMixturePosterior(_Components):
         The samples' weight of component ``k`` is the (weighted) mean of the exact
         responsibilities ``p(k | x_i, y)``. Args: samples ``(n, d)``; weights ``(n,)`` or None.
         """
-        responsibilities = jax.vmap(self.responsibilities)(samples)
-        n = samples.shape[0]
-        weights = jnp.full(n, 1.0 / n) if weights is None else weights / jnp.sum(weights)
-        return 0.5 * jnp.sum(jnp.abs(weights @ responsibilities - self.weights))
+        return component_error(self, samples, weights)
 
 
 class _Split(NamedTuple):

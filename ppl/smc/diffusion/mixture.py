@@ -223,10 +223,14 @@ class GaussianMixturePosterior:
         The samples' weight of component ``k`` is the (weighted) mean of the exact
         responsibilities ``p(k | x_i, y)``. Args: samples ``(n, d)``; weights ``(n,)`` or None.
         """
-        responsibilities = jax.vmap(lambda x: jax.nn.softmax(self.log_component_densities(x)))(samples)
-        weights = (
-            jnp.full(samples.shape[0], 1.0 / samples.shape[0])
-            if weights is None
-            else weights / jnp.sum(weights)
-        )
-        return 0.5 * jnp.sum(jnp.abs(weights @ responsibilities - self.weights))
+        return component_error(self, samples, weights)
+
+
+def component_error(posterior, samples, weights=None) -> jax.Array:
+    """TV between ``posterior.weights`` and the (weighted) mean over ``samples`` of the exact
+    responsibilities ``softmax(posterior.log_component_densities(x))``; shared by the exact
+    posteriors of both oracles."""
+    responsibilities = jax.vmap(lambda x: jax.nn.softmax(posterior.log_component_densities(x)))(samples)
+    n = samples.shape[0]
+    weights = jnp.full(n, 1.0 / n) if weights is None else weights / jnp.sum(weights)
+    return 0.5 * jnp.sum(jnp.abs(weights @ responsibilities - posterior.weights))
