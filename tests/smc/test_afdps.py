@@ -32,10 +32,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from scipy.special import logsumexp
 
 from ppl.smc import diffusion as D
 from tests.seeds import key
+from tests.smc.islands import independent_runs
 
 SCHEDULE = D.vp()
 RUNS, PER_RUN, STEPS = 5, 1000, 100
@@ -67,15 +67,6 @@ PROBLEMS = {
 }
 
 
-def independent_runs(result):
-    """Per island: particles ``(n, d)``, normalised weights ``(n,)``, log-evidence."""
-    log_weights = np.asarray(result.log_weights, np.float64).reshape(RUNS, PER_RUN)
-    particles = np.asarray(result.particles).reshape(RUNS, PER_RUN, -1)
-    log_z = logsumexp(log_weights, axis=1) + result.log_evidence + np.log(RUNS)
-    weights = np.exp(log_weights - logsumexp(log_weights, axis=1, keepdims=True))
-    return particles, weights, log_z
-
-
 def exact_moments(posterior):
     """Mean and standard deviation ``(d,)`` of the exact posterior mixture."""
     draws = np.asarray(posterior.sample(jax.random.key(12345), 400_000), np.float64)
@@ -102,7 +93,7 @@ def test_afdps_matches_the_exact_posterior(problem, sigma, variant):
         variant=variant,
         progress_bar=False,
     )
-    particles, weights, log_z = independent_runs(result)
+    particles, weights, log_z = independent_runs(result, RUNS)
     assert np.all(np.isfinite(particles))
 
     exact = float(posterior.log_evidence)

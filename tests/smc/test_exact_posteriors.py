@@ -30,10 +30,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from scipy.special import logsumexp
 
 from ppl.smc import diffusion as D
 from tests.seeds import key
+from tests.smc.islands import independent_runs
 
 NUM_KEYS = 8
 N, DRAWS, STEPS, DIM = 4000, 2000, 100, 8
@@ -66,17 +66,6 @@ def instance(inpainting: bool, noise_std: float):
     raise AssertionError("no ambiguous instance in 200 seeds")
 
 
-def independent_runs(result):
-    """Island ``j`` of a run with ``NUM_KEYS`` islands as an independent run: particles
-    ``(N, d)``, normalised weights ``(N,)`` and log-evidence ``log Z_j``, read back from the
-    merged weights (``merged_j = w_j Z_j / sum_k Z_k``)."""
-    log_weights = np.asarray(result.log_weights, np.float64).reshape(NUM_KEYS, N)
-    particles = np.asarray(result.particles).reshape(NUM_KEYS, N, -1)
-    log_z = logsumexp(log_weights, axis=1) + result.log_evidence + np.log(NUM_KEYS)
-    weights = np.exp(log_weights - logsumexp(log_weights, axis=1, keepdims=True))
-    return particles, weights, log_z
-
-
 AFDPS_INPAINTING = (
     "AFDPS's path (the noised prior times the un-noised likelihood) moves the component "
     "weights far along the way when 6 of 8 correlated coordinates are free: SW 2-88x the "
@@ -107,7 +96,7 @@ def test_sampler_matches_the_exact_posterior(name, inpainting, noise_std):
             prior, observation, key=key(0), num_particles=NUM_KEYS * N, num_islands=NUM_KEYS, num_steps=STEPS
         )
     sw, tv = [], []
-    particles_per_run, weights_per_run, log_z = independent_runs(result)
+    particles_per_run, weights_per_run, log_z = independent_runs(result, NUM_KEYS)
     for i, (particles, weights) in enumerate(zip(particles_per_run, weights_per_run, strict=True)):
         draws = particles[np.asarray(jax.random.choice(key(100 + i), N, (DRAWS,), p=jnp.asarray(weights)))]
         sw.append(float(D.sliced_wasserstein(jax.random.key(1), draws, exact)) / floor)
