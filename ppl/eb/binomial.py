@@ -415,14 +415,44 @@ def shrink_difference(
     folds: int = 2,
     regression: Regression | None = None,
     lam: float | None = None,
+    level: float | None = 0.9,
+    design: str | None = None,
 ) -> ShrinkageResult:
-    """Two-sample version: shrink ``thetahat_i = phat_i1 - phat_i2`` toward a cross-fitted
-    target with ``w_i = 1 / (1 + lam v_i)``, ``v_i = 1/n_i1 + 1/n_i2`` (known, so the URE
-    ``(1-w)^2 (thetahat - mu)^2 + (2w - 1) Vhat`` stays exact, ``Vhat_i`` the unbiased
-    variance estimate). Targets are cross-fitted like :func:`shrink`'s: the mean difference
-    of the other folds, or ``regression`` (default :func:`linear_regression`, weighted by
-    ``1 / v_i``) on covariates. Intervals are not computed (``lower``/``upper`` are NaN).
+    """Two-sample version for *independent* samples: shrink ``thetahat_i = phat_i1 - phat_i2``
+    toward a cross-fitted target with ``w_i = 1 / (1 + lam v_i)``, ``v_i = 1/n_i1 + 1/n_i2``
+    (known, so the URE ``(1-w)^2 (thetahat - mu)^2 + (2w - 1) Vhat`` stays exact, ``Vhat_i``
+    the unbiased variance estimate). Targets are cross-fitted like :func:`shrink`'s: the
+    mean difference of the other folds, or ``regression`` (default
+    :func:`linear_regression`, weighted by ``1 / v_i``) on covariates.
+
+    ``Vhat_i = sum_g phat_ig (1 - phat_ig) / (n_ig - 1)`` is unbiased only when the two
+    samples are independent binomials. When both arms share clusters (an audit study
+    sending both arms to the same jobs) it is wrong, usually too large: use
+    :func:`ppl.eb.paired.shrink_paired_difference` with the per-cluster counts. Declare
+    independence with ``design="independent"``; without it the call still runs as before
+    but warns.
+
+    Intervals (``level``; ``None`` skips them) are the robust EBCIs of
+    :func:`ppl.eb.robust.robust_intervals` (Armstrong, Kolesar and Plagborg-Moller),
+    with the moments of ``theta - mu`` estimated without bias from the counts
+    (:func:`ppl.eb.robust.difference_moments`) and the scale
+    ``sigma_i^2 = sum_g pbar_g (1 - pbar_g) / n_ig`` from each sample's pooled rate (a
+    plug-in: the approximation). Their guarantee is average coverage over units.
     """
+    if design is None:
+        import warnings
+
+        warnings.warn(
+            "shrink_difference assumes the two samples are independent binomials; pass "
+            "design='independent' to declare it, or use ppl.eb.paired.shrink_paired_difference "
+            "when both arms share clusters (jobs, sites)",
+            stacklevel=2,
+        )
+    elif design != "independent":
+        raise ValueError(
+            f"design={design!r}: shrink_difference handles design='independent' only; for paired "
+            "or clustered arms use ppl.eb.paired.shrink_paired_difference"
+        )
     x1, n1 = check_counts(successes1, trials1, "sample 1")
     x2, n2 = check_counts(successes2, trials2, "sample 2")
     if x1.shape != x2.shape:
@@ -444,8 +474,17 @@ def shrink_difference(
     if lam is None:
         lam = float(_tune_lambda(raw, variance, design_variance, target, scored))
     weight = 1.0 / (1.0 + lam * design_variance)
-    nan = np.full(len(raw), np.nan)
-    return _result(raw, variance, target, weight, lam, scored, nan, nan, None)
+    lower = upper = np.full(len(raw), np.nan)
+    if level is not None:
+        from ppl.eb import robust
+
+        pooled1, pooled2 = x1.sum() / max(n1.sum(), 1.0), x2.sum() / max(n2.sum(), 1.0)
+        noise = pooled1 * (1 - pooled1) / np.maximum(n1, 1.0) + pooled2 * (1 - pooled2) / np.maximum(n2, 1.0)
+        second, fourth = robust.difference_moments(x1, n1, x2, n2, target)
+        lower, upper = robust.robust_intervals(
+            raw, variance, target, weight, level, noise_variance=noise, second=second, fourth=fourth
+        )
+    return _result(raw, variance, target, weight, lam, scored, lower, upper, level)
 
 
 # ------------------------------------------------------------------ baselines

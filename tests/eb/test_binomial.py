@@ -68,7 +68,7 @@ def test_two_sample_risk_is_unbiased():
     gaps = []
     for r in range(replications):
         x1, x2 = rng.binomial(n1, p1), rng.binomial(n2, p2)
-        result = eb.shrink_difference(x1, n1, x2, n2, key=key(r), lam=lam)
+        result = eb.shrink_difference(x1, n1, x2, n2, key=key(r), lam=lam, design="independent", level=None)
         gaps.append(result.risk - np.mean((result.estimate - (p1 - p2)) ** 2))
     gaps = np.asarray(gaps)
     assert abs(gaps.mean()) < 4 * gaps.std() / np.sqrt(replications)
