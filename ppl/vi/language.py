@@ -239,21 +239,25 @@ def _evidence_weight(context, family, earlier, args, kwargs):
 def leave_one_out(values: jax.Array, reduce: Callable = jnp.mean) -> jax.Array:
     """``reduce(values)``, registering per-particle leave-one-out baselines.
 
-    ``values`` has one entry per particle of a ``sim(..., particles=K)`` call. The
-    score-function term of particle ``k`` uses the baseline ``reduce`` of ``values``
-    with entry ``k`` replaced by the mean of the others: it does not depend on
-    particle ``k``, so the estimate stays unbiased. With ``reduce=logmeanexp`` over
-    log weights this is VIMCO.
+    ``values`` has one entry per particle of a ``sim(..., particles=K)`` call along its
+    first axis, ``(K,)`` or ``(K, B)`` (per element of a data plate; ``reduce`` then maps
+    ``(K, B)`` to a scalar). The score-function term of particle ``k`` uses the baseline
+    ``reduce`` of ``values`` with entry ``k`` replaced by the mean of the others: it
+    does not depend on particle ``k``, so the estimate stays unbiased. With
+    ``reduce=logmeanexp`` over log weights this is VIMCO.
     """
     context = _current("leave_one_out")
     values = jnp.asarray(values)
-    if values.ndim != 1 or values.shape[0] < 2:
-        raise ValueError(f"leave_one_out: values must have shape (K,) with K >= 2, got {values.shape}")
+    if values.ndim not in (1, 2) or values.shape[0] < 2:
+        raise ValueError(
+            f"leave_one_out: values must have shape (K,) or (K, B) with K >= 2, got {values.shape}"
+        )
     if context.loo_baselines is not None:
         raise ValueError("leave_one_out may be used once per objective")
     num = values.shape[0]
-    others_mean = (jnp.sum(values) - values) / (num - 1)
-    replaced = jnp.where(jnp.eye(num, dtype=bool), others_mean[:, None], values[None, :])
+    others_mean = (jnp.sum(values, axis=0) - values) / (num - 1)
+    own = jnp.eye(num, dtype=bool).reshape(num, num, *([1] * (values.ndim - 1)))
+    replaced = jnp.where(own, others_mean[:, None], values[None, :])
     context.loo_baselines = jax.lax.stop_gradient(jax.vmap(reduce)(replaced))
     return reduce(values)
 

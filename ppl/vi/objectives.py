@@ -29,6 +29,7 @@ import jax
 import jax.numpy as jnp
 from jax.scipy.special import logsumexp
 
+from ppl.vi.elements import density_elements, sim_elements
 from ppl.vi.language import (
     Expectation,
     Family,
@@ -51,17 +52,48 @@ def logmeanexp(values: jax.Array, axis: int = 0) -> jax.Array:
     return logsumexp(values, axis=axis) - jnp.log(values.shape[axis])
 
 
-def _log_weights(model, guide, params, args, num_particles, vectorize=True):
-    """``log p(x, z_k) - log q(z_k)`` for ``K`` guide draws, ``(K,)``."""
-    if vectorize:
-        values, log_q = sim(guide, params, *args, particles=num_particles)
-        log_p = jax.vmap(lambda v: density(model, v, params, *args))(values)
-        return log_p - log_q
+def _draw(guide, params, args, num_particles, plate):
+    """``K`` guide draws: ``(values, log_q)``, ``log_q`` of shape ``(K,)`` or, per element
+    of ``plate``, ``(K, B)``."""
+    if plate is None:
+        return sim(guide, params, *args, particles=num_particles)
+    return sim_elements(guide, plate, num_particles, params, *args)
+
+
+def _score(program, values, params, args, plate):
+    """``log p`` of each of ``K`` values under ``program``, ``(K,)`` or ``(K, B)``, and
+    the scale of the bound (``1.0`` without a plate)."""
+    if plate is None:
+        return jax.vmap(lambda v: density(program, v, params, *args))(values), 1.0
+    log_p, scale = jax.vmap(
+        lambda v: jax.tree.map(jnp.asarray, density_elements(program, v, plate, params, *args))
+    )(values)
+    return log_p, scale[0]
+
+
+def _log_weights(model, guide, params, args, num_particles, vectorize=True, plate=None):
+    """``log p(x, z_k) - log q(z_k)`` for ``K`` guide draws, ``(K,)`` (or ``(K, B)`` per
+    element of ``plate``), and the scale of the bound."""
+    if vectorize or plate is not None:
+        values, log_q = _draw(guide, params, args, num_particles, plate)
+        log_p, scale = _score(model, values, params, args, plate)
+        return log_p - log_q, scale
     log_w = []
     for _ in range(num_particles):
         values, log_q = sim(guide, params, *args)
         log_w.append(density(model, values, params, *args) - log_q)
-    return jnp.stack(log_w)
+    return jnp.stack(log_w), 1.0
+
+
+def _bound(log_w, scale, alpha=0.0):
+    """The Renyi bound of ``K`` log weights (IWAE at ``alpha = 0``), summed over plate
+    elements and multiplied by the plate's scale."""
+    return scale * jnp.sum(logmeanexp((1.0 - alpha) * log_w)) / (1.0 - alpha)
+
+
+def _check_plate(name, plate, guide):
+    if plate is not None and isinstance(guide, Family):
+        raise ValueError(f"{name}: plate={plate!r} needs a guide function, not a Family")
 
 
 def _built_from(model: Callable, guide, objective: Expectation) -> Expectation:
@@ -84,7 +116,14 @@ def elbo(model: Callable, guide) -> Expectation:
     return _built_from(model, guide, objective)
 
 
-def iwae(model: Callable, guide, num_particles: int, gradient: str = "standard", vectorize: bool = True):
+def iwae(
+    model: Callable,
+    guide,
+    num_particles: int,
+    gradient: str = "standard",
+    vectorize: bool = True,
+    plate: str | None = None,
+):
     """Importance-weighted bound ``E[log (1/K) sum_k p(x, z_k) / q(z_k)]``.
 
     Args:
@@ -96,35 +135,55 @@ def iwae(model: Callable, guide, num_particles: int, gradient: str = "standard",
             reparameterised guides whose parameters the model does not use).
         vectorize: draw particles with one ``vmap``-ed ``sim``; ``False`` uses ``K``
             separate ``sim`` calls, which lets ``enum``/``mvd`` sites enumerate jointly.
+        plate: the name of a data plate holding every sample site of model and guide:
+            the bound is taken per element, ``scale * sum_b log (1/K) sum_k w_kb``, on one
+            batched tensor (:mod:`ppl.vi.elements`; NumPyro's ``RenyiELBO`` does the
+            same), tighter than the whole-batch bound and with no ``vmap`` over data. The
+            plate's scale (``N / B`` of a subsampled plate, a ``handlers.scale``) multiplies
+            each element's bound; ``scale = 1 / B`` gives the batch mean.
+
+    Example::
+
+        per_image = ppl.vi.objectives.iwae(model, guide, 5, plate="data")
+        value, grads = per_image.value_and_grad_estimate(key, params, images)
     """
     if gradient not in ("standard", "stl", "dreg"):
         raise ValueError(f"iwae: gradient must be 'standard', 'stl' or 'dreg', got {gradient!r}")
     if gradient != "standard" and isinstance(guide, Family):
         raise ValueError(f"iwae: gradient={gradient!r} needs a guide with an exact density, not a Family")
+    _check_plate("iwae", plate, guide)
 
     @expectation
     def standard(params, *args):
-        return logmeanexp(_log_weights(model, guide, params, args, num_particles, vectorize))
+        return _bound(*_log_weights(model, guide, params, args, num_particles, vectorize, plate))
 
     @expectation
     def path_only(params, *args):
-        values, _ = sim(guide, params, *args, particles=num_particles)
+        values, _ = _draw(guide, params, args, num_particles, plate)
         frozen = sg(params)
-        log_q_stopped = jax.vmap(lambda v: density(guide, v, frozen, *args))(values)
+        log_q_stopped, _ = _score(guide, values, frozen, args, plate)
         if gradient == "stl":
-            log_p = jax.vmap(lambda v: density(model, v, params, *args))(values)
-            return logmeanexp(log_p - log_q_stopped)
+            log_p, scale = _score(model, values, params, args, plate)
+            return _bound(log_p - log_q_stopped, scale)
         # DReG: the guide's gradient flows only through z (model and q at stopped
         # parameters), weighted by w_k^2; the model's gradient is IWAE's sum w_k grad log p.
-        log_w_path = jax.vmap(lambda v: density(model, v, frozen, *args))(values) - log_q_stopped
-        log_p_model = jax.vmap(lambda v: density(model, v, params, *args))(sg(values))
-        weights = jax.nn.softmax(sg(log_w_path))
-        value = sg(logmeanexp(log_w_path))
+        log_p_path, scale = _score(model, values, frozen, args, plate)
+        log_w_path = log_p_path - log_q_stopped
+        log_p_model, _ = _score(model, sg(values), params, args, plate)
+        weights = jax.nn.softmax(sg(log_w_path), axis=0)
+        # Per element the densities are unscaled (the scale multiplies the bound), so
+        # only the whole-batch form has a scale excess to remove.
+        excess = (
+            0.0 if plate is not None else jnp.sum(weights * _scale_excess(guide, sg(values), params, args))
+        )
         return (
-            value
-            + jnp.sum(jnp.square(weights) * (log_w_path - sg(log_w_path)))
-            + jnp.sum(weights * (log_p_model - sg(log_p_model)))
-            - jnp.sum(weights * _scale_excess(guide, sg(values), params, args))
+            scale
+            * (
+                jnp.sum(logmeanexp(sg(log_w_path)))
+                + jnp.sum(jnp.square(weights) * (log_w_path - sg(log_w_path)))
+                + jnp.sum(weights * (log_p_model - sg(log_p_model)))
+            )
+            - excess
         )
 
     return _built_from(model, guide, standard if gradient == "standard" else path_only)
@@ -164,30 +223,32 @@ def diwhvi(model: Callable, guide: Callable, keep: Sequence[str], num_particles:
     return iwae(model, marginal(guide, keep, particles=num_aux), num_particles)
 
 
-def vimco(model: Callable, guide: Callable, num_particles: int) -> Expectation:
+def vimco(model: Callable, guide: Callable, num_particles: int, plate: str | None = None) -> Expectation:
     """IWAE with VIMCO's leave-one-out baselines (Mnih & Rezende 2016): particle
     ``k``'s score term uses the bound with ``log w_k`` replaced by the mean of the
-    others. Meant for score-function (discrete) guide sites."""
+    others. Meant for score-function (discrete) guide sites. ``plate``: as for
+    :func:`iwae` (the replacement is made per element)."""
+    _check_plate("vimco", plate, guide)
 
     @expectation
     def objective(params, *args):
-        log_w = _log_weights(model, guide, params, args, num_particles)
-        return leave_one_out(log_w, reduce=logmeanexp)
+        log_w, scale = _log_weights(model, guide, params, args, num_particles, plate=plate)
+        return leave_one_out(log_w, reduce=lambda values: _bound(values, scale))
 
     return _built_from(model, guide, objective)
 
 
-def renyi(model: Callable, guide, alpha: float, num_particles: int) -> Expectation:
+def renyi(model: Callable, guide, alpha: float, num_particles: int, plate: str | None = None) -> Expectation:
     """Renyi bound ``E[1/(1-alpha) log (1/K) sum_k w_k^(1-alpha)]`` (alpha = 0: IWAE;
     alpha -> 1: the ELBO). Score-function sites get their full score term, unlike
-    NumPyro's pathwise-only ``RenyiELBO``."""
+    NumPyro's pathwise-only ``RenyiELBO``. ``plate``: as for :func:`iwae`."""
     if alpha == 1.0:
         raise ValueError("renyi: alpha = 1 is the ELBO; use ppl.vi.objectives.elbo")
+    _check_plate("renyi", plate, guide)
 
     @expectation
     def objective(params, *args):
-        log_w = _log_weights(model, guide, params, args, num_particles)
-        return logmeanexp((1.0 - alpha) * log_w) / (1.0 - alpha)
+        return _bound(*_log_weights(model, guide, params, args, num_particles, plate=plate), alpha)
 
     return _built_from(model, guide, objective)
 

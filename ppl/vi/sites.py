@@ -162,8 +162,8 @@ def _check_shape(site: str, fn, value, sample_shape=()) -> None:
         )
 
 
-def _unscaled_log_prob(msg) -> jax.Array:
-    """The site's elementwise log-density, NumPyro's ``scale`` not applied (the draw's
+def unscaled_log_prob(msg) -> jax.Array:
+    """A sample site's elementwise log-density, NumPyro's ``scale`` not applied (the draw's
     intermediates used when it has them, Bernoulli's kink at logit 0 removed)."""
     fn, intermediates = est.without_kinks(msg["fn"]), msg.get("intermediates")
     return fn.log_prob(msg["value"], intermediates) if intermediates else fn.log_prob(msg["value"])
@@ -198,6 +198,9 @@ class _GuideRun(Messenger):
         self.log_probs: dict[str, jax.Array] = {}
         # Every drawn site in guide order: (scaled log q, unscaled log q) in plate form.
         self.plate_forms: dict[str, tuple[PlateArray, PlateArray]] = {}
+        # Every drawn site's NumPyro scale (None for none) and plates (cond_indep_stack).
+        self.scales: dict[str, Any] = {}
+        self.frames: dict[str, list] = {}
         self.weight = jnp.zeros(())
         self._estimators: dict[str, est.Estimator] = {}
 
@@ -247,7 +250,7 @@ class _GuideRun(Messenger):
         if msg["type"] != "sample" or msg["is_observed"]:
             return
         name = msg["name"]
-        unscaled = _unscaled_log_prob(msg)
+        unscaled = unscaled_log_prob(msg)
         log_prob = _scaled_total(msg, unscaled)
         self.log_probs[name] = log_prob
         if name in self.constraints:
@@ -255,6 +258,7 @@ class _GuideRun(Messenger):
             return
         frames = msg["cond_indep_stack"]
         self.plate_forms[name] = (plate_form(_scaled(msg, unscaled), frames), plate_form(unscaled, frames))
+        self.scales[name], self.frames[name] = msg.get("scale"), list(frames)
         estimator = self._estimators[name]
         baseline = None
         if estimator.kind == "reinforce" and estimator.baseline is not None:
@@ -385,6 +389,18 @@ def log_joint(model: Callable, values: Mapping[str, Any], args=(), kwargs=None, 
 def log_joint_terms(model: Callable, values: Mapping[str, Any], args=(), kwargs=None, autoguides=()):
     """:func:`log_joint` and its terms: ``(total, sites)`` with ``sites`` a list, in model
     order, of ``(latent name or None for an observed site, scaled log p in plate form)``."""
+    total, sites = jnp.zeros(()), []
+    for name, site in scored_sites(model, values, args, kwargs, autoguides):
+        log_prob = _scaled(site, unscaled_log_prob(site))
+        total = total + jnp.sum(log_prob)
+        latent = None if site["is_observed"] else name
+        sites.append((latent, plate_form(log_prob, site["cond_indep_stack"])))
+    return total, sites
+
+
+def scored_sites(model: Callable, values: Mapping[str, Any], args=(), kwargs=None, autoguides=()):
+    """The sample sites of ``model`` run on ``values``, checked (every latent has a value,
+    every value is a site, shapes match): a list of ``(name, NumPyro site message)``."""
     kwargs = kwargs or {}
     # A guide scored as a density is checked only against itself (its sites, its supports).
     checks = _RequireValues(model, values, () if is_autoguide(model) else tuple(autoguides))
@@ -401,12 +417,7 @@ def log_joint_terms(model: Callable, values: Mapping[str, Any], args=(), kwargs=
         raise ModelError(
             f"density: values {sorted(unused)} are not sample sites of {callable_name(model)}{checks.note}"
         )
-    total, sites = jnp.zeros(()), []
-    for name, site in trace.items():
-        if site["type"] == "sample":
-            _check_shape(name, site["fn"], site["value"], site["kwargs"].get("sample_shape", ()))
-            log_prob = _scaled(site, _unscaled_log_prob(site))
-            total = total + jnp.sum(log_prob)
-            latent = None if site["is_observed"] else name
-            sites.append((latent, plate_form(log_prob, site["cond_indep_stack"])))
-    return total, sites
+    sites = [(name, site) for name, site in trace.items() if site["type"] == "sample"]
+    for name, site in sites:
+        _check_shape(name, site["fn"], site["value"], site["kwargs"].get("sample_shape", ()))
+    return sites
