@@ -677,6 +677,7 @@ def shrink(
     lam: float | None = None,
     target: np.ndarray | None = None,
     target_choice: str = "auto",
+    choice_margin: float = 1.0,
     exponent: float | None = 1.0,
     groups: np.ndarray | None = None,
 ) -> ShrinkageResult:
@@ -707,8 +708,14 @@ def shrink(
         lam: fix the shrinkage strength instead of tuning it.
         target: fix the targets ``mu_i`` (must not depend on the units' own counts).
         target_choice: with covariates, ``"auto"`` (default) tunes the weights for both
-            the pooled target and the regression target and keeps the one with the
-            smaller mean URE; ``"pooled"`` or ``"regression"`` forces one.
+            the pooled target and the regression target and keeps the regression only
+            if its mean URE is smaller than the pooled target's by more than
+            ``choice_margin`` standard errors of the paired per-unit difference (the
+            one-standard-error rule: on noise covariates a GCV-shrunk regression is
+            nearly the pooled rate and wins half the coin flips by a negligible amount;
+            the pooled target is the simpler model); ``"pooled"`` or ``"regression"``
+            forces one.
+        choice_margin: the margin of ``"auto"``, in standard errors (0: plain minimum).
         exponent: ``a`` in the weights; ``None`` chooses it by the URE over
             :data:`EXPONENTS`.
         groups: optional integer labels ``(m,)``: one ``lam`` per group, each tuned by
@@ -747,6 +754,14 @@ def shrink(
         for name, candidate in candidates.items()
     }
     choice = min(tuned, key=lambda name: tuned[name].risk)
+    if len(tuned) == 2 and choice == "regression":
+        difference = (
+            _linear_risk(raw, variance, candidates["regression"], tuned["regression"].weight)
+            - _linear_risk(raw, variance, candidates["pooled"], tuned["pooled"].weight)
+        )[scored]
+        if len(difference) > 1:
+            se = difference.std(ddof=1) / np.sqrt(len(difference))
+            choice = "regression" if difference.mean() < -choice_margin * se else "pooled"
     target, weights = candidates[choice], tuned[choice]
     lower = upper = np.full(len(x), np.nan)
     if level is not None:
