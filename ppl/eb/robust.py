@@ -32,6 +32,8 @@ law of the standardised noise: these two are where approximation enters.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 from scipy import special
 
@@ -63,20 +65,23 @@ def _solve_tangent_point(chi):
     return np.where(chi**2 < 3.0, 0.0, (low + high) / 2.0)
 
 
-_CHI_TABLE = np.linspace(np.sqrt(3.0), 40.0, 4000)
-_T0_TABLE = _solve_tangent_point(_CHI_TABLE)
+@functools.cache
+def _tangent_table():
+    """``t0`` on a grid of ``chi`` (linear up to 40, geometric up to 10^4), built once."""
+    chi = np.concatenate([np.linspace(np.sqrt(3.0), 40.0, 3000), np.geomspace(40.0, 1e4, 1200)[1:]])
+    return chi, _solve_tangent_point(chi)
 
 
 def _tangent_point(chi):
     """``t0(chi)``: where the line from ``(0, r_0(0))`` touches ``r_0(., chi)`` (0 when
     ``chi^2 < 3``: then ``r_0`` is concave in ``t``). Below ``t0`` the largest non-coverage
     under a second-moment constraint is that line (the least concave majorant).
-    Interpolated from a table for ``chi <= 40`` (an error in ``t0`` moves the majorant
+    Interpolated from a table for ``chi <= 10^4`` (an error in ``t0`` moves the majorant
     only at second order: it is a tangent point), solved directly above."""
     chi = np.asarray(chi, dtype=float)
-    t0 = np.interp(chi, _CHI_TABLE, _T0_TABLE)
-    t0 = np.where(chi**2 < 3.0, 0.0, t0)
-    big = chi > _CHI_TABLE[-1]
+    table_chi, table_t0 = _tangent_table()
+    t0 = np.where(chi**2 < 3.0, 0.0, np.interp(chi, table_chi, table_t0))
+    big = chi > table_chi[-1]
     if big.any():
         t0 = np.where(big, _solve_tangent_point(np.where(big, chi, 2.0)), t0)
     return t0
@@ -117,12 +122,23 @@ def max_noncoverage(m2, kappa, chi, points: int = 200):
     return result
 
 
+_HUGE_M2 = 1e6
+
+
 def critical_value(m2, kappa=np.inf, alpha: float = 0.1, iterations: int = 50):
     """``cva_alpha(m2, kappa)``: the ``chi`` solving ``max_noncoverage(m2, kappa, chi) =
     alpha`` (bisection, vectorised over ``m2``). ``m2 = 0`` gives ``z_{1 - alpha/2}``;
     ``kappa = 1`` gives ``sqrt(ncx2.ppf(1 - alpha, 1, m2))``, the fixed-bias value."""
     m2 = np.atleast_1d(np.asarray(m2, dtype=float))
     kappa = np.broadcast_to(np.asarray(kappa, dtype=float), m2.shape)
+    huge = m2 > _HUGE_M2
+    if huge.any():
+        # cva / sqrt(m2) has converged by m2 = 10^6 (it rises by < 0.15% from 10^6 to
+        # 10^10 for kappa in 1.5..inf): extrapolate, 0.2% wider, instead of bisecting
+        # at chi > 10^3 (such m2 mean weights near 0: shrinkage all the way to the target).
+        at_cap = critical_value(np.full(m2.shape, _HUGE_M2), kappa, alpha, iterations)
+        rest = critical_value(np.where(huge, 0.0, m2), kappa, alpha, iterations)
+        return np.where(huge, at_cap * np.sqrt(m2 / _HUGE_M2) * 1.002, rest)
     z = special.ndtri(1.0 - alpha / 2.0)
     low = np.full(m2.shape, z - 1e-6)  # rho >= r_0(0, chi), so cva >= z
     high = np.sqrt((1.0 + m2) / alpha) + z  # Chebyshev
