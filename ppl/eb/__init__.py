@@ -1,5 +1,5 @@
 """Empirical Bayes and compound estimation."""
 
-from ppl.eb import binomial
+from ppl.eb import binomial, paired, robust
 
-__all__ = ["binomial"]
+__all__ = ["binomial", "paired", "robust"]
