@@ -1,7 +1,8 @@
 """Where the IWAE time goes: one batched tensor vs an objective written per image.
 
 The VAE of ``benchmarks/vi.py``; the gradient of the IWAE(5) loss at batch 1024 written
-four ways: ppl (per-image objective averaged with ``mean_over_data``), the hand-written
+five ways: ppl on the plated model (``iwae(.., plate="batch")``, one batched tensor), ppl
+per image averaged with ``mean_over_data``, the hand-written
 loss on one (K, B, latent) noise tensor, the same hand-written loss written per image
 and vmapped over images (own key per image), and per image with all noise drawn at once.
 Median ms per gradient over interleaved repeats, after compile.
@@ -18,6 +19,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.scipy.special import logsumexp
+
+import ppl
 
 sys.path.insert(0, os.path.dirname(__file__))
 import vi as vae  # noqa: E402
@@ -48,12 +51,25 @@ def per_image_one_draw(params, images, key):
     return -jnp.mean(jax.vmap(per_image, (None, 0, 0))(params, images, eps))
 
 
+def image_model(params, x):
+    """One image (no plate), for the per-datum layout ``mean_over_data``."""
+    z = ppl.sample("z", ppl.dist.Normal(jnp.zeros(vae.LATENT), 1.0).to_event(1))
+    ppl.sample("x", ppl.dist.Bernoulli(logits=vae.mlp(params["decoder"], z)).to_event(1), obs=x)
+
+
+def image_guide(params, x):
+    loc, scale = vae.encode(params, x)
+    ppl.sample("z", ppl.dist.Normal(loc, scale).to_event(1))
+
+
 def main():
     train, _ = vae.digits()
     params, images, key = vae.init_params(jax.random.key(0)), train[:BATCH], jax.random.key(0)
-    objective = vae.PPL_OBJECTIVES["iwae5"]
+    plated = vae.PPL_OBJECTIVES["iwae5"]
+    per_image = ppl.vi.mean_over_data(ppl.vi.objectives.iwae(image_model, image_guide, PARTICLES))
     layouts = {
-        "ppl_mean_over_data": lambda k, p, x: objective.value_and_grad_estimate(k, p, x),
+        "ppl_plate": lambda k, p, x: plated.value_and_grad_estimate(k, p, x),
+        "ppl_mean_over_data": lambda k, p, x: per_image.value_and_grad_estimate(k, p, x),
         "hand_one_tensor": lambda k, p, x: jax.value_and_grad(vae.hand_loss)(p, x, k, PARTICLES),
         "hand_per_image_vmap": lambda k, p, x: jax.value_and_grad(per_image_keys)(p, x, k),
         "hand_per_image_one_draw": lambda k, p, x: jax.value_and_grad(per_image_one_draw)(p, x, k),

@@ -238,6 +238,8 @@ class _GuideRun(Messenger):
                 value = jax.lax.stop_gradient(fn.sample(site_key, sample_shape))
             else:
                 value, msg["intermediates"] = estimator.draw_with_intermediates(site_key, fn, sample_shape)
+                if estimator.kind == "reparam":
+                    msg["fn"] = est.scored_at_draw(fn)
         # An auxiliary site (the joint latent of NumPyro's AutoContinuous guides) is
         # drawn and scored, but the model has no such site: it is not returned.
         if msg["infer"].get("is_auxiliary", False):

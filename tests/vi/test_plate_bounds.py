@@ -201,3 +201,36 @@ def test_family_guide_and_mixed_scales_are_refused():
 
     with pytest.raises(ValueError, match="different scales"):
         iwae(mixed, gaussian_guide, K, plate="data").estimate(key(0), PARAMS, X)
+
+
+def test_a_reparameterised_normal_is_scored_from_its_noise():
+    """``sim``'s ``log q`` of a reparameterised Normal site (inside a plate and
+    ``to_event``) is ``-eps^2/2 - log scale - c``: the value of ``log q(z)`` and, for the
+    same key, the same gradient as scoring ``z(eps)`` with NumPyro's ``log_prob``."""
+
+    def guide(params, x):
+        with ppl.plate("data", x.shape[0]):
+            ppl.sample("z", dist.Normal(params["m"] * x[:, None], jnp.exp(params["s"])).to_event(1))
+
+    def through_sim(params):
+        @ppl.vi.expectation
+        def log_q(params):
+            return ppl.vi.sim(guide, params, X)[1]
+
+        return log_q.surrogate(key(5), params)
+
+    def through_numpyro(params):
+        @ppl.vi.expectation
+        def log_q(params):
+            values = ppl.vi.sim(guide, params, X)[0]
+            return ppl.vi.density(guide, values, params, X)
+
+        return log_q.surrogate(key(5), params)
+
+    params = {"m": jnp.array(0.4), "s": jnp.array(-0.3)}
+    for ours, theirs in zip(
+        jax.value_and_grad(through_sim)(params), jax.value_and_grad(through_numpyro)(params), strict=True
+    ):
+        np.testing.assert_allclose(
+            np.asarray(jax.tree.leaves(ours)), np.asarray(jax.tree.leaves(theirs)), rtol=1e-5, atol=1e-5
+        )
