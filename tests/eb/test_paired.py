@@ -131,3 +131,28 @@ def test_shrink_difference_asks_for_the_design():
     assert np.isfinite(result.lower).all() and np.all(result.lower <= result.upper)
     with pytest.raises(ValueError, match="shrink_paired_difference"):
         eb.shrink_difference(x1, n1, x2, n2, key=key(14), design="paired")
+
+
+def test_robust_intervals_for_differences_keep_average_coverage():
+    """Average coverage over units of the 90% robust EBCIs (the guarantee of
+    Armstrong-Kolesar-Plagborg-Moller; per-unit coverage is not guaranteed) for
+    independent arms at n 2..10 and for the paired design, >= 0.9 - 4 SE, SE the sd of the
+    per-replication average coverage / sqrt(replications)."""
+    rng = np.random.default_rng(seed(15))
+    m, replications = 300, 60
+    n1, n2 = rng.integers(2, 11, m), rng.integers(2, 11, m)
+    p1, p2 = rng.beta(2, 6, m), rng.beta(2, 6, m)
+    independent = []
+    for r in range(replications):
+        x1, x2 = rng.binomial(n1, p1), rng.binomial(n2, p2)
+        result = eb.shrink_difference(x1, n1, x2, n2, key=key(r), design="independent")
+        independent.append(np.mean((p1 - p2 >= result.lower) & (p1 - p2 <= result.upper)))
+    unit, base, gap = audit_design(rng, m=100, jobs=(4, 12))
+    n = np.full(len(unit), TRIALS)
+    clustered = []
+    for r in range(replications):
+        x1, x2 = (v[0] for v in simulate(rng, unit, base, gap, 1))
+        result = paired.shrink_paired_difference(unit, x1, n, x2, n, key=key(r))
+        clustered.append(np.mean((gap >= result.lower) & (gap <= result.upper)))
+    for coverage in (np.asarray(independent), np.asarray(clustered)):
+        assert coverage.mean() >= 0.9 - 4 * coverage.std() / np.sqrt(replications), coverage.mean()
