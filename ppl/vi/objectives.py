@@ -134,7 +134,8 @@ def iwae(
             2019: unbiased, guide gradient ``sum_k w_k^2 d log w_k / dz_k dz_k/dphi``;
             reparameterised guides whose parameters the model does not use).
         vectorize: draw particles with one ``vmap``-ed ``sim``; ``False`` uses ``K``
-            separate ``sim`` calls, which lets ``enum``/``mvd`` sites enumerate jointly.
+            separate ``sim`` calls, which lets ``enum``/``mvd`` sites enumerate jointly
+            (with ``plate`` the particles are always drawn at once).
         plate: the name of a data plate holding every sample site of model and guide:
             the bound is taken per element, ``scale * sum_b log (1/K) sum_k w_kb``, on one
             batched tensor (:mod:`ppl.vi.elements`; NumPyro's ``RenyiELBO`` does the
