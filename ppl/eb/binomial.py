@@ -889,7 +889,15 @@ def shrink_difference(
         noise = pooled1 * (1 - pooled1) / np.maximum(n1, 1.0) + pooled2 * (1 - pooled2) / np.maximum(n2, 1.0)
         second, fourth = robust.difference_moments(x1, n1, x2, n2, target)
         lower, upper = robust.robust_intervals(
-            raw, variance, target, weight, level, noise_variance=noise, second=second, fourth=fourth
+            raw,
+            variance,
+            target,
+            weight,
+            level,
+            noise_variance=noise,
+            second=second,
+            fourth=fourth,
+            bounds=(-1.0, 1.0),
         )
     return _result(raw, variance, target, weight, lam, scored, lower, upper, level)
 

@@ -208,5 +208,6 @@ def shrink_paired_difference(
             noise_variance=scale * design_variance,
             second=np.where(scored, error**2 - filled, np.nan),
             fourth=np.where(scored, error**4 - 6.0 * filled * error**2 + 3.0 * filled**2, np.nan),
+            bounds=(-1.0, 1.0),
         )
     return _binomial._result(raw, filled, target, weight, lam, scored, lower, upper, level)

@@ -190,6 +190,7 @@ def robust_intervals(
     fourth=None,
     kappa: float | None = None,
     grid_size: int = 40,
+    bounds: tuple[float, float] | None = None,
 ):
     """AKP robust EBCIs ``thetahat_i +- cva(m2_i, kappa) w_i sigma_i`` for the linear
     shrinkage ``thetahat_i = target_i + weight_i (raw_i - target_i)``.
@@ -212,10 +213,15 @@ def robust_intervals(
             (an approximation for non-normal noise; :func:`rate_moments` gives exact ones
             for binomial rates).
         kappa: fix the kurtosis of ``theta - mu`` (``np.inf``: second moment only).
-        grid_size: ``cva`` is computed on a log grid of ``m2`` and interpolated.
+        grid_size: ``cva`` is computed on a log grid of ``m2`` (at least this many points,
+            and 8 per decade) and interpolated linearly in ``log m2``.
+        bounds: the parameter space, e.g. ``(0, 1)`` for rates or ``(-1, 1)`` for
+            differences of rates; the intervals are intersected with it (which cannot
+            lower their coverage).
 
     Returns:
-        ``(lower, upper)``, each ``(m,)``; NaN only where ``raw`` or the scale is NaN.
+        ``(lower, upper)``, each ``(m,)``; NaN only where ``raw`` is NaN or the scale is
+        zero or NaN (with a warning naming how many).
 
     The moments are pooled over units (AKP's assumption that ``theta - mu`` has moments
     that do not vary with ``sigma_i``), with their posterior-mean-truncation floors:
@@ -245,13 +251,18 @@ def robust_intervals(
         finite = usable & np.isfinite(fourth)
         mu4 = np.mean(fourth[finite]) if finite.any() else np.inf
         kappa = max(mu4 / mu2**2, 1.0 + 32.0 * s8 / (count * s4 * mu2**2))
-    m2 = (1.0 / np.maximum(weight, 1e-300) - 1.0) ** 2 * mu2 / np.where(usable, sigma2, np.nan)
+    # w = 0 (all the way to the target) is the limit of small w: clip, so its interval is the limit.
+    weight = np.clip(weight, 1e-12, None)
+    m2 = (1.0 / weight - 1.0) ** 2 * mu2 / np.where(usable, sigma2, np.nan)
     finite_m2 = m2[np.isfinite(m2)]
     cva = np.full(raw.shape, np.nan)
     if finite_m2.size:
         # cva is smooth in log(m2): compute it on a grid, interpolate.
         low, high = max(finite_m2.min(), 1e-8), max(finite_m2.max(), 1e-8)
-        grid = np.geomspace(low, high * (1 + 1e-9), grid_size) if high > low else np.array([low])
+        # linear interpolation in log(m2) overstates cva slightly (conservative); at least
+        # 8 points per decade keep that below 0.5%.
+        size = max(grid_size, int(np.ceil(8 * np.log10(high / low))) + 2)
+        grid = np.geomspace(low, high * (1 + 1e-9), size) if high > low else np.array([low])
         values = critical_value(grid, kappa, alpha)
         if grid.size > 1:
             cva = np.interp(np.log(np.maximum(m2, low)), np.log(grid), values)
@@ -260,7 +271,19 @@ def robust_intervals(
         cva = np.where(np.isfinite(m2), cva, np.nan)
     estimate = target + weight * error
     half = cva * weight * np.sqrt(sigma2)
-    return estimate - half, estimate + half
+    lost = np.isfinite(raw) & ~np.isfinite(half)
+    if lost.any():
+        import warnings
+
+        warnings.warn(
+            f"{int(lost.sum())} of {len(raw)} units have a zero or undefined noise variance "
+            "(noise_variance): their intervals are NaN",
+            stacklevel=2,
+        )
+    lower, upper = estimate - half, estimate + half
+    if bounds is not None:
+        lower, upper = np.maximum(lower, bounds[0]), np.minimum(upper, bounds[1])
+    return lower, upper
 
 
 def difference_moments(successes1, trials1, successes2, trials2, target):
