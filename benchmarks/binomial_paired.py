@@ -173,20 +173,36 @@ def one_sample(prior, replications, m=1000, homogeneous=False, seed=1):
         second, fourth = robust.rate_moments(x[r], n, mu)
         start = time.perf_counter()
         rob = robust.robust_intervals(
-            raw[r], variance[r], mu, weight, LEVEL, noise_variance=noise, second=second, fourth=fourth
+            raw[r],
+            variance[r],
+            mu,
+            weight,
+            LEVEL,
+            noise_variance=noise,
+            second=second,
+            fourth=fourth,
+            bounds=(0.0, 1.0),
         )
         seconds += time.perf_counter() - start
         inf = robust.robust_intervals(
-            raw[r], variance[r], mu, weight, LEVEL, noise_variance=noise, second=second, kappa=np.inf
+            raw[r],
+            variance[r],
+            mu,
+            weight,
+            LEVEL,
+            noise_variance=noise,
+            second=second,
+            kappa=np.inf,
+            bounds=(0.0, 1.0),
         )
         a, b = x[r] + lam * mu, n - x[r] + lam * (1 - mu)
         beta = (stats.beta.ppf((1 - LEVEL) / 2, a, b), stats.beta.ppf((1 + LEVEL) / 2, a, b))
-        half = Z * weight * np.sqrt(noise)
+        half = Z * weight * np.sqrt(noise)  # intervals on [0, 1], as the robust ones
         for name, (lower, upper) in (
             ("robust", rob),
             ("robust_kappa_inf", inf),
             ("beta", beta),
-            ("normal", (estimate - half, estimate + half)),
+            ("normal", (np.maximum(estimate - half, 0.0), np.minimum(estimate + half, 1.0))),
         ):
             covered[name] += (p >= lower) & (p <= upper)
             length[name].append(np.mean(upper - lower))
