@@ -152,7 +152,13 @@ def test_robust_intervals_keep_average_coverage_and_the_normal_ones_do_not(prior
 def test_worst_unit_coverage_when_every_unit_sits_at_the_target(prior):
     """All units at the same rate (no bias to hide): every unit's own coverage, including
     the worst of the 300, is >= nominal minus 4.5 MC standard errors
-    sqrt(0.9 * 0.1 / R) (4.5 rather than 4: the minimum of 300 estimates)."""
+    sqrt(0.9 * 0.1 / R) (4.5 rather than 4: the minimum of 300 estimates). In the
+    beta-distributed settings no EB interval can pass this (units far from the target are
+    covered rarely; the benchmark measures it), so that is where the check is made."""
     per_unit, per_replication = simulated_coverage(prior, homogeneous=True)
     replications = len(per_replication)
-    assert per_unit.min() >= LEVEL - 4.5 * np.sqrt(LEVEL * (1 - LEVEL) / replications), np.sort(per_unit)[:5]
+    threshold = LEVEL - 4.5 * np.sqrt(LEVEL * (1 - LEVEL) / replications)
+    assert per_unit.min() >= threshold, np.sort(per_unit)[:5]
+    # the broken variant (z instead of the robust critical value) fails the same check
+    normal, _ = simulated_coverage(prior, critical="normal", homogeneous=True)
+    assert normal.min() < threshold, normal.min()
