@@ -708,6 +708,7 @@ def shrink(
     choice_margin: float = 1.0,
     exponent: float | None = 1.0,
     groups: np.ndarray | None = None,
+    intervals: str = "beta",
 ) -> ShrinkageResult:
     """Shrink raw rates ``X_i / n_i`` toward a cross-fitted target, tuned by the URE.
 
@@ -748,6 +749,13 @@ def shrink(
             :data:`EXPONENTS`.
         groups: optional integer labels ``(m,)``: one ``lam`` per group, each tuned by
             its group's URE.
+        intervals: ``"beta"`` (above) or ``"robust"``: the robust EBCIs of
+            :func:`ppl.eb.robust.robust_intervals` (Armstrong, Kolesar and Plagborg-Moller
+            2022), which need no beta prior: exact unbiased moments of ``p_i - mu_i`` from
+            the counts (:func:`ppl.eb.robust.rate_moments`), the plug-in noise scale
+            ``mu_i (1 - mu_i) / n_i`` and a normal approximation of the noise (the two
+            approximations); they guarantee coverage *on average over units*, not for each
+            unit (a unit far from its target is pulled toward it and covered less often).
 
     Example:
         >>> result = shrink([3, 0, 5], [10, 4, 12], key=jax.random.key(0))  # doctest: +SKIP
@@ -757,6 +765,8 @@ def shrink(
     z = _check_covariates(covariates, len(x))
     if target_choice not in ("auto", "pooled", "regression"):
         raise ValueError(f"target_choice must be 'auto', 'pooled' or 'regression', got {target_choice!r}")
+    if intervals not in ("beta", "robust"):
+        raise ValueError(f"intervals must be 'beta' or 'robust', got {intervals!r}")
     if groups is not None:
         groups = np.asarray(groups)
         if groups.shape != x.shape:
@@ -792,7 +802,23 @@ def shrink(
             choice = "regression" if difference.mean() < -choice_margin * se else "pooled"
     target, weights = candidates[choice], tuned[choice]
     lower = upper = np.full(len(x), np.nan)
-    if level is not None:
+    if level is not None and intervals == "robust":
+        from ppl.eb import robust
+
+        second, fourth = robust.rate_moments(x, n, target)
+        noise = np.clip(target, 1e-6, 1 - 1e-6) * (1 - np.clip(target, 1e-6, 1 - 1e-6)) / np.maximum(n, 1.0)
+        lower, upper = robust.robust_intervals(
+            raw,
+            variance,
+            target,
+            weights.weight,
+            level,
+            noise_variance=noise,
+            second=second,
+            fourth=fourth,
+            bounds=(0.0, 1.0),
+        )
+    elif level is not None:
         lower, upper = _beta_intervals(x, n, weights.concentration, target, level)
     return _result(
         raw,

@@ -162,3 +162,25 @@ def test_worst_unit_coverage_when_every_unit_sits_at_the_target(prior):
     # the broken variant (z instead of the robust critical value) fails the same check
     normal, _ = simulated_coverage(prior, critical="normal", homogeneous=True)
     assert normal.min() < threshold, normal.min()
+
+
+@pytest.mark.parametrize("rate", [0.02, 0.25])
+def test_shrink_with_robust_intervals_keeps_average_coverage(rate):
+    """``shrink(..., intervals="robust")``: rates ~ Beta around ``rate`` (concentration 20),
+    n 2..10, 20 data sets of 500 units; the mean per-data-set coverage of the 90% intervals
+    is >= 0.9 - 4 SE (SE from the spread over data sets)."""
+    import jax
+
+    from ppl.eb.binomial import shrink
+
+    rng = np.random.default_rng(seed(31))
+    n = rng.integers(2, 11, 500)
+    coverage = []
+    for replication in range(20):
+        p = rng.beta(20 * rate, 20 * (1 - rate), n.shape)
+        result = shrink(rng.binomial(n, p), n, key=jax.random.key(replication), intervals="robust")
+        coverage.append(np.mean((result.lower <= p) & (p <= result.upper)))
+    coverage = np.asarray(coverage)
+    assert coverage.mean() >= 0.9 - 4 * coverage.std(ddof=1) / np.sqrt(len(coverage))
+    with pytest.raises(ValueError, match="intervals must be"):
+        shrink(rng.binomial(n, 0.1), n, key=jax.random.key(0), intervals="normal")
