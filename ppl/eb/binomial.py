@@ -845,7 +845,7 @@ def shrink_difference(
     covariates=None,
     *,
     key: jax.Array,
-    folds: int = 2,
+    folds: int = FOLDS,
     regression: Regression | None = None,
     lam: float | None = None,
     level: float | None = 0.9,

@@ -131,7 +131,7 @@ def shrink_paired_difference(
     *,
     key: jax.Array,
     num_units: int | None = None,
-    folds: int = 2,
+    folds: int = _binomial.FOLDS,
     regression=None,
     lam: float | None = None,
     level: float | None = 0.9,
