@@ -371,7 +371,7 @@ def diffusion_inpainting(key, quick: bool, out_dir: pathlib.Path) -> Section:
 
 
 def binomial_shrinkage(key, quick: bool, out_dir: pathlib.Path) -> Section:
-    successes, trials, covariate, rates = simulate_rates(500 if quick else 5000)
+    successes, trials, covariate, rates, _ = simulate_rates(500 if quick else 5000)
     plain = eb.shrink(successes, trials, key=key)
     with_covariate = eb.shrink(successes, trials, covariate, key=key)
     estimates = {
