@@ -219,6 +219,18 @@ class _Weights(NamedTuple):
     risk: float  # mean URE over the scored units at these weights
 
 
+def _check_target(target, m: int) -> np.ndarray:
+    """A user's fixed targets: shape ``(m,)``, finite, inside [0, 1]; else a ValueError
+    naming the rows."""
+    target = np.asarray(target, dtype=float)
+    if target.shape != (m,):
+        raise ValueError(f"target must have shape ({m},) like the counts, got {target.shape}")
+    bad = ~np.isfinite(target) | (target < 0) | (target > 1)
+    if bad.any():
+        raise ValueError(f"target must be finite and inside [0, 1]; not at {_rows(bad)}")
+    return target
+
+
 def _tune_weights(raw, variance, n, target, scored, exponent, groups, lam) -> _Weights:
     """URE-tuned weights ``w_i = n_i^a / (n_i^a + lam_g(i))``.
 
@@ -249,7 +261,8 @@ def _tune_weights(raw, variance, n, target, scored, exponent, groups, lam) -> _W
                 ]
             )
             unit_lam, lam_a = group_lam[index], np.nan
-        weight = 1.0 / (1.0 + unit_lam * design)
+        # A unit without trials has no raw rate: it sits at its target (w = 0).
+        weight = np.where(n > 0, 1.0 / (1.0 + unit_lam * design), 0.0)
         risk = float(_linear_risk(raw, variance, target, weight)[scored].mean())
         if best is None or risk < best.risk:
             concentration = unit_lam * size ** (1.0 - a)
@@ -404,7 +417,11 @@ class _SplineDesign(NamedTuple):
         # of units would set the cubic tails (the fit there is flat instead).
         inner = np.linspace(0.0, 1.0, num_knots + 2)[1:-1]
         quantiles = np.quantile(z, np.concatenate([[0.005], inner, [0.995]]), axis=0)
-        low, high = quantiles[0], quantiles[-1]
+        # A column whose tails hold under 0.5% of the units (a rare dummy) would collapse
+        # to a constant: it keeps its full range.
+        collapsed = ~(quantiles[0] < quantiles[-1])
+        low = np.where(collapsed, z.min(0), quantiles[0])
+        high = np.where(collapsed, z.max(0), quantiles[-1])
         center, scale = z.mean(0), z.std(0) + 1e-12
         knots = [np.unique((quantiles[1:-1, j] - center[j]) / scale[j]) for j in range(z.shape[1])]
         basis = _spline_basis(z, low, high, center, scale, knots)
@@ -778,7 +795,7 @@ def shrink(
     if not scored.any():
         raise ValueError("no unit has 2 or more trials: the risk cannot be estimated")
     if target is not None:
-        candidates = {"fixed": np.asarray(target, dtype=float)}
+        candidates = {"fixed": _check_target(target, len(x))}
     else:
         fold = fold_labels(key, len(x), folds)
         candidates = {}

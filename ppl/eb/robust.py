@@ -228,9 +228,20 @@ def robust_intervals(
     ``mu2 >= 2 mean(sigma^4) / (m mean(sigma^2))`` and
     ``kappa >= 1 + 32 mean(sigma^8) / (m mean(sigma^4) mu2^2)``.
     """
-    raw, variance, target, weight = (
-        np.asarray(v, dtype=float) for v in np.broadcast_arrays(raw, variance, target, weight)
-    )
+    try:
+        raw, variance, target, weight = (
+            np.asarray(v, dtype=float) for v in np.broadcast_arrays(raw, variance, target, weight)
+        )
+    except ValueError:
+        shapes = {
+            name: np.shape(v)
+            for name, v in zip(
+                ("raw", "variance", "target", "weight"), (raw, variance, target, weight), strict=True
+            )
+        }
+        raise ValueError(
+            f"robust_intervals: raw, variance, target and weight must broadcast, got {shapes}"
+        ) from None
     alpha = 1.0 - float(level)
     if noise_variance is None:
         positive = variance[np.isfinite(variance) & (variance > 0)]
@@ -245,6 +256,11 @@ def robust_intervals(
     usable = np.isfinite(sigma2) & (sigma2 > 0)
     count = max(int(usable.sum()), 1)
     s2, s4, s8 = (np.mean(sigma2[usable] ** k) for k in (1, 2, 4))
+    if not np.isfinite(np.where(usable, second, np.nan)).any():
+        raise ValueError(
+            "robust_intervals: no unit has both a finite second-moment estimate (second) and a "
+            "positive noise variance; the moments of theta - mu cannot be estimated"
+        )
     mu2 = np.nanmean(np.where(usable, second, np.nan))
     mu2 = max(mu2, 2.0 * s4 / (count * s2))
     if kappa is None:

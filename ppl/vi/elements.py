@@ -34,7 +34,6 @@ which is what ``ppl.vi.objectives.iwae(model, guide, 5, plate="data")`` builds.
 
 from __future__ import annotations
 
-import numbers
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -66,7 +65,13 @@ def _common_scale(program, scales: Mapping[str, Any]):
     """The one scale every site shares (``1.0`` for none); a clear error if concrete
     scales differ (a per-element bound cannot weigh the sites of one element differently)."""
     scales = {name: 1.0 if scale is None else scale for name, scale in scales.items()}
-    concrete = {name: float(s) for name, s in scales.items() if isinstance(s, numbers.Number)}
+    for name, scale in scales.items():
+        if jnp.ndim(scale) != 0:
+            raise ValueError(
+                f"{callable_name(program)}: site '{name}' has a scale of shape {jnp.shape(scale)}; a "
+                "per-element bound needs one scalar scale for the whole plate"
+            )
+    concrete = {name: float(s) for name, s in scales.items() if not isinstance(s, jax.core.Tracer)}
     if len(set(concrete.values())) > 1:
         raise ValueError(
             f"{callable_name(program)}: the sites of the data plate have different scales {concrete}; "
@@ -106,7 +111,7 @@ def sim_elements(
     terms as with :func:`ppl.vi.sim`.
     """
     if isinstance(guide, Family):
-        raise TypeError(
+        raise ValueError(
             "sim_elements needs a guide function; marginal/normalize families have no per-element density"
         )
     if int(particles) < 1:

@@ -129,3 +129,16 @@ def test_chooser_picks_pooled_on_noise_and_regression_on_informative_covariates(
         assert set(result.candidate_risks) == {"pooled", "regression"}
         hits += result.target_choice == expected
     assert hits >= 24, hits
+
+
+def test_a_rare_dummy_covariate_is_not_clamped_away():
+    """0.3% of units carry a dummy with rate 0.9 (the others 0.1): the 0.5-99.5% clamp
+    would make the column constant; the spline keeps its full range and separates them."""
+    rng = np.random.default_rng(seed(3))
+    m = 3000
+    dummy = np.zeros(m)
+    dummy[rng.choice(m, 9, replace=False)] = 1.0
+    n = np.full(m, 20)
+    x = rng.binomial(n, np.where(dummy == 1, 0.9, 0.1))
+    predict = eb.spline_regression(dummy[:, None], x / n, n)
+    assert predict(np.array([[1.0]]))[0] > 0.5 > predict(np.array([[0.0]]))[0]

@@ -128,3 +128,23 @@ def test_table_has_one_row_per_unit(units):
     table = eb.shrink(x, n, key=key(3)).table()
     assert len(table["estimate"]) == len(x)
     assert {"raw", "estimate", "lower", "upper", "target", "weight"} <= set(table)
+
+
+def test_units_without_trials_sit_at_their_target():
+    """``n_i = 0``: no raw rate, weight 0, the estimate is the target (every weight class)."""
+    rng = np.random.default_rng(5)
+    n = rng.integers(2, 20, 300)
+    n[:4] = 0
+    x = rng.binomial(n, 0.3)
+    for options in ({}, {"exponent": None}, {"groups": np.arange(300) % 3}):
+        result = eb.shrink(x, n, key=key(0), **options)
+        np.testing.assert_array_equal(result.weight[:4], 0.0)
+        np.testing.assert_allclose(result.estimate[:4], result.target[:4])
+
+
+def test_a_fixed_target_is_checked():
+    n = np.full(5, 10)
+    with pytest.raises(ValueError, match="shape"):
+        eb.shrink(n // 2, n, key=key(0), target=np.full(4, 0.5))
+    with pytest.raises(ValueError, match=r"row\(s\) 2"):
+        eb.shrink(n // 2, n, key=key(0), target=np.array([0.5, 0.5, np.nan, 0.5, 0.5]))

@@ -86,8 +86,10 @@ SCRIPT = textwrap.dedent(
     fit = dict(optimizer=optax.adam(0.05), steps=50, key=key(0), num_samples=8)
     vi = [ppl.vi.fit(elbo, NORMAL_PARAMS, YV, devices=d, **fit) for d in (1, None)]
     assert (vi[0].num_devices, vi[1].num_devices) == (1, 4)
+    # The estimates of a step are averaged in another order on 4 devices, and each device's
+    # program is vectorised over 2 estimates instead of 8: equal to float rounding (docs/vi.md).
     for name in NORMAL_PARAMS:
-        np.testing.assert_array_equal(vi[0].params[name], vi[1].params[name])
+        np.testing.assert_allclose(vi[0].params[name], vi[1].params[name], rtol=1e-5, atol=1e-6)
     print("vi OK", flush=True)
 
     smc = dict(key=key(0), num_particles=400, num_islands=4)
