@@ -27,9 +27,11 @@ Example::
     def iwae(params, x):
         values, log_q = sim_elements(guide, "data", 5, params, x)   # log_q: (5, B)
         log_p, scale = jax.vmap(lambda v: density_elements(model, v, "data", params, x))(values)
-        return scale[0] * jnp.sum(logsumexp(log_p - log_q, axis=0) - jnp.log(5))
+        return bound_per_element(logsumexp(log_p - log_q, axis=0) - jnp.log(5), scale[0])
 
-which is what ``ppl.vi.objectives.iwae(model, guide, 5, plate="data")`` builds.
+which is what ``ppl.vi.objectives.iwae(model, guide, 5, plate="data")`` builds
+(:func:`bound_per_element` returns ``scale * sum_b`` of its elements and lets each
+score-function site's element credit only its own element's bound).
 """
 
 from __future__ import annotations
@@ -41,11 +43,13 @@ import jax
 import jax.numpy as jnp
 
 from ppl.errors import ModelError
-from ppl.vi.language import _STACK, Family, _current
+from ppl.vi.language import _STACK, Family, _current, _ElementCost
 from ppl.vi.rao_blackwell import PlateArray, plate_form
-from ppl.vi.sites import callable_name, is_autoguide, run_guide, scored_sites, unscaled_log_prob
+from ppl.vi.sites import SiteRecord, callable_name, is_autoguide, run_guide, scored_sites, unscaled_log_prob
 
-__all__ = ["density_elements", "sim_elements"]
+__all__ = ["bound_per_element", "density_elements", "sim_elements"]
+
+sg = jax.lax.stop_gradient
 
 
 def _element_sum(program, name: str, form: PlateArray, frames, plate: str) -> jax.Array:
@@ -123,12 +127,48 @@ def sim_elements(
 
     def one(key):
         run = run_guide(guide, args, kwargs, key, prefix, {}, branching="error")
-        log_q = jnp.zeros(())
+        log_q, records = jnp.zeros(()), dict(run.records)
         for name, (_, unscaled) in run.plate_forms.items():
-            log_q = log_q + _element_sum(guide, name, unscaled, run.frames[name], plate)
+            element_log_q = _element_sum(guide, name, unscaled, run.frames[name], plate)
+            log_q = log_q + element_log_q
+            # The score of each element, for bound_per_element's per-element credit (a site
+            # with a learned baseline keeps its whole score: it is credited whole).
+            record = records[prefix + name]
+            if record.baseline is None:
+                records[prefix + name] = SiteRecord(record.kind, element_log_q)
         _common_scale(guide, run.scales)
-        return run.values, log_q, run.records
+        return run.values, log_q, records
 
     values, log_q, records = jax.vmap(one)(jax.random.split(rng_key, int(particles)))
     context.records.update(records)
+    context.element_records.extend(records)
     return values, log_q
+
+
+def bound_per_element(elements: jax.Array, scale, loo: jax.Array | None = None) -> jax.Array:
+    """``scale * sum_b elements_b``, a bound per element of the data plate of the
+    :func:`sim_elements` draws in this objective, returned as the objective's value: the
+    score of a score-function site's element ``b`` then multiplies only ``elements_b``
+    (and, with ``loo`` of shape ``(K, B)``, VIMCO's leave-one-out baseline of particle
+    ``k`` and element ``b``) instead of the whole sum, so the gradient variance grows like
+    ``B`` instead of ``B**2``. Runs inside an objective.
+
+    Example::
+
+        values, log_q = sim_elements(guide, "data", 5, params, x)
+        ...
+        return bound_per_element(logsumexp(log_w, axis=0) - jnp.log(5), scale)
+    """
+    context = _current("bound_per_element")
+    elements = jnp.asarray(elements)
+    if elements.ndim != 1:
+        raise ValueError(f"bound_per_element: elements must have shape (B,), got {elements.shape}")
+    if loo is not None and (jnp.ndim(loo) != 2 or jnp.shape(loo)[1:] != elements.shape):
+        raise ValueError(
+            f"bound_per_element: loo must have shape (K, {elements.shape[0]}), got {jnp.shape(loo)}"
+        )
+    total = scale * jnp.sum(elements)
+    context.costs.append(
+        _ElementCost(total, elements, scale, tuple(context.element_records), None if loo is None else sg(loo))
+    )
+    return total

@@ -79,7 +79,8 @@ class _Context:
     calls: int = 0
     loo_baselines: jax.Array | None = None
     autoguides: list = field(default_factory=list)  # checked against the models they are scored by
-    costs: list[_Cost] = field(default_factory=list)  # the log weights log_weight returned
+    costs: list = field(default_factory=list)  # log weights (_Cost) and plate bounds (_ElementCost)
+    element_records: list[str] = field(default_factory=list)  # drawn by sim_elements: (K, B) scores
 
     def next_call(self) -> tuple[jax.Array, str]:
         index = self.calls
@@ -97,6 +98,21 @@ class _Cost:
     whole: tuple[str, ...]
     sites: tuple[rb.ScoreSite, ...] = ()
     terms: tuple[rb.Term, ...] = ()
+
+
+@dataclass(frozen=True)
+class _ElementCost:
+    """A bound summed over the elements of a data plate (:mod:`ppl.vi.elements`):
+    ``total = scale * sum_b elements_b``. The score sites of ``records`` (drawn by
+    ``sim_elements``, their ``score_log_q`` of shape ``(K, B)``) credit element ``b``'s
+    score only with element ``b``'s bound, and ``loo`` (``(K, B)`` or ``None``) holds
+    VIMCO's leave-one-out baselines per particle and element."""
+
+    total: jax.Array
+    elements: jax.Array
+    scale: jax.Array
+    records: tuple[str, ...]
+    loo: jax.Array | None = None
 
 
 def _current(what: str) -> _Context:
@@ -274,6 +290,8 @@ def _leaf(context: _Context, value) -> jax.Array:
         raise ValueError(f"an objective must return a scalar, got shape {value.shape}")
     if cost is None:
         return _whole_value_scores(context, value, context.records.values())
+    if isinstance(cost, _ElementCost):
+        return _element_scores(context, value, cost)
     whole = [context.records[name] for name in cost.whole]
     return _whole_value_scores(context, value, whole) + rb.score_terms(cost.sites, cost.terms)
 
@@ -298,6 +316,29 @@ def _whole_value_scores(context: _Context, value, records) -> jax.Array:
         ):
             per_particle = record.score_log_q.reshape(record.score_log_q.shape[0], -1).sum(axis=1)
             surrogate = surrogate + jnp.sum((1.0 - _box(per_particle)) * context.loo_baselines)
+    return surrogate
+
+
+def _element_scores(context: _Context, value, cost: _ElementCost) -> jax.Array:
+    """``value`` with each plate element's score crediting only that element's bound:
+    ``scale sum_b f_b box(S_b)`` (plus VIMCO's ``scale sum_kb (1 - box(s_kb)) loo_kb``),
+    ``s_kb`` the particle's log q of element ``b``, ``S_b = sum_k s_kb``. Unbiased because
+    element ``b``'s bound depends only on its own latents (every site in the plate). A
+    learned baseline or a score site from elsewhere falls back to whole-value scores."""
+    scored = [context.records[name] for name in cost.records if context.records[name].kind == "reinforce"]
+    others = [
+        record
+        for name, record in context.records.items()
+        if record.kind == "reinforce" and name not in cost.records
+    ]
+    if others or any(record.baseline is not None for record in scored):
+        return _whole_value_scores(context, value, context.records.values())
+    if not scored:
+        return value
+    scores = sum(record.score_log_q for record in scored)  # (K, B)
+    surrogate = cost.scale * jnp.sum(cost.elements * _box(jnp.sum(scores, axis=0)))
+    if cost.loo is not None:
+        surrogate = surrogate + cost.scale * jnp.sum((1.0 - _box(scores)) * cost.loo)
     return surrogate
 
 

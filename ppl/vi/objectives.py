@@ -29,7 +29,7 @@ import jax
 import jax.numpy as jnp
 from jax.scipy.special import logsumexp
 
-from ppl.vi.elements import density_elements, sim_elements
+from ppl.vi.elements import bound_per_element, density_elements, sim_elements
 from ppl.vi.language import (
     Expectation,
     Family,
@@ -85,10 +85,21 @@ def _log_weights(model, guide, params, args, num_particles, vectorize=True, plat
     return jnp.stack(log_w), 1.0
 
 
-def _bound(log_w, scale, alpha=0.0):
+def _bound(log_w, scale, alpha=0.0, plate=None):
     """The Renyi bound of ``K`` log weights (IWAE at ``alpha = 0``), summed over plate
-    elements and multiplied by the plate's scale."""
-    return scale * jnp.sum(logmeanexp((1.0 - alpha) * log_w)) / (1.0 - alpha)
+    elements (each score crediting its own element's bound) and multiplied by the
+    plate's scale."""
+    elements = logmeanexp((1.0 - alpha) * log_w) / (1.0 - alpha)
+    return scale * elements if plate is None else bound_per_element(elements, scale)
+
+
+def _per_element_loo(log_w):
+    """VIMCO's baselines per particle and element, ``(K, B)``: the element's bound with
+    particle ``k``'s log weight replaced by the mean of the others."""
+    num = log_w.shape[0]
+    others_mean = (jnp.sum(log_w, axis=0) - log_w) / (num - 1)
+    own = jnp.eye(num, dtype=bool)[:, :, None]
+    return jax.vmap(logmeanexp)(jnp.where(own, others_mean[:, None], log_w[None]))
 
 
 def _check_plate(name, plate, guide):
@@ -156,7 +167,8 @@ def iwae(
 
     @expectation
     def standard(params, *args):
-        return _bound(*_log_weights(model, guide, params, args, num_particles, vectorize, plate))
+        log_w, scale = _log_weights(model, guide, params, args, num_particles, vectorize, plate)
+        return _bound(log_w, scale, plate=plate)
 
     @expectation
     def path_only(params, *args):
@@ -165,7 +177,7 @@ def iwae(
         log_q_stopped, _ = _score(guide, values, frozen, args, plate)
         if gradient == "stl":
             log_p, scale = _score(model, values, params, args, plate)
-            return _bound(log_p - log_q_stopped, scale)
+            return _bound(log_p - log_q_stopped, scale, plate=plate)
         # DReG: the guide's gradient flows only through z (model and q at stopped
         # parameters), weighted by w_k^2; the model's gradient is IWAE's sum w_k grad log p.
         log_p_path, scale = _score(model, values, frozen, args, plate)
@@ -234,7 +246,9 @@ def vimco(model: Callable, guide: Callable, num_particles: int, plate: str | Non
     @expectation
     def objective(params, *args):
         log_w, scale = _log_weights(model, guide, params, args, num_particles, plate=plate)
-        return leave_one_out(log_w, reduce=lambda values: _bound(values, scale))
+        if plate is not None:
+            return bound_per_element(logmeanexp(log_w), scale, loo=_per_element_loo(log_w))
+        return leave_one_out(log_w, reduce=logmeanexp)
 
     return _built_from(model, guide, objective)
 
@@ -249,7 +263,8 @@ def renyi(model: Callable, guide, alpha: float, num_particles: int, plate: str |
 
     @expectation
     def objective(params, *args):
-        return _bound(*_log_weights(model, guide, params, args, num_particles, plate=plate), alpha)
+        log_w, scale = _log_weights(model, guide, params, args, num_particles, plate=plate)
+        return _bound(log_w, scale, alpha, plate)
 
     return _built_from(model, guide, objective)
 
