@@ -182,5 +182,24 @@ def test_shrink_with_robust_intervals_keeps_average_coverage(rate):
         coverage.append(np.mean((result.lower <= p) & (p <= result.upper)))
     coverage = np.asarray(coverage)
     assert coverage.mean() >= 0.9 - 4 * coverage.std(ddof=1) / np.sqrt(len(coverage))
+    # and they are exactly robust_intervals with the documented plug-ins (the coverage
+    # check alone would also pass for other wide intervals)
+    x = rng.binomial(n, p)
+    result = shrink(x, n, key=jax.random.key(0), intervals="robust")
+    second, fourth = robust.rate_moments(x, n, result.target)
+    noise = result.target * (1 - result.target) / n
+    lower, upper = robust.robust_intervals(
+        result.raw,
+        result.raw * (1 - result.raw) / (n - 1),
+        result.target,
+        result.weight,
+        0.9,
+        noise_variance=noise,
+        second=second,
+        fourth=fourth,
+        bounds=(0.0, 1.0),
+    )
+    np.testing.assert_allclose(result.lower, lower, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(result.upper, upper, rtol=1e-9, atol=1e-12)
     with pytest.raises(ValueError, match="intervals must be"):
         shrink(rng.binomial(n, 0.1), n, key=jax.random.key(0), intervals="normal")
