@@ -172,29 +172,11 @@ def one_sample(prior, replications, m=1000, homogeneous=False, seed=1):
         noise = mu * (1 - mu) / n
         second, fourth = robust.rate_moments(x[r], n, mu)
         start = time.perf_counter()
-        rob = robust.robust_intervals(
-            raw[r],
-            variance[r],
-            mu,
-            weight,
-            LEVEL,
-            noise_variance=noise,
-            second=second,
-            fourth=fourth,
-            bounds=(0.0, 1.0),
-        )
+        inputs = (raw[r], variance[r], mu, weight, LEVEL)
+        common = dict(noise_variance=noise, second=second, bounds=(0.0, 1.0))
+        rob = robust.robust_intervals(*inputs, fourth=fourth, **common)
         seconds += time.perf_counter() - start
-        inf = robust.robust_intervals(
-            raw[r],
-            variance[r],
-            mu,
-            weight,
-            LEVEL,
-            noise_variance=noise,
-            second=second,
-            kappa=np.inf,
-            bounds=(0.0, 1.0),
-        )
+        inf = robust.robust_intervals(*inputs, kappa=np.inf, **common)
         a, b = x[r] + lam * mu, n - x[r] + lam * (1 - mu)
         beta = (stats.beta.ppf((1 - LEVEL) / 2, a, b), stats.beta.ppf((1 + LEVEL) / 2, a, b))
         half = Z * weight * np.sqrt(noise)  # intervals on [0, 1], as the robust ones

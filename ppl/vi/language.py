@@ -270,12 +270,18 @@ def leave_one_out(values: jax.Array, reduce: Callable = jnp.mean) -> jax.Array:
         )
     if context.loo_baselines is not None:
         raise ValueError("leave_one_out may be used once per objective")
+    replaced = each_replaced_by_the_others(values)
+    context.loo_baselines = jax.lax.stop_gradient(jax.vmap(reduce)(replaced))
+    return reduce(values)
+
+
+def each_replaced_by_the_others(values: jax.Array) -> jax.Array:
+    """``(K, K, ...)``: entry ``k`` is ``values`` (``(K, ...)``) with row ``k`` replaced by
+    the mean of the other rows (the leave-one-out inputs of VIMCO's baselines)."""
     num = values.shape[0]
     others_mean = (jnp.sum(values, axis=0) - values) / (num - 1)
     own = jnp.eye(num, dtype=bool).reshape(num, num, *([1] * (values.ndim - 1)))
-    replaced = jnp.where(own, others_mean[:, None], values[None, :])
-    context.loo_baselines = jax.lax.stop_gradient(jax.vmap(reduce)(replaced))
-    return reduce(values)
+    return jnp.where(own, others_mean[:, None], values[None, :])
 
 
 def _box(log_prob):

@@ -34,6 +34,7 @@ from ppl.vi.language import (
     Expectation,
     Family,
     density,
+    each_replaced_by_the_others,
     expectation,
     leave_one_out,
     log_weight,
@@ -96,10 +97,7 @@ def _bound(log_w, scale, alpha=0.0, plate=None):
 def _per_element_loo(log_w):
     """VIMCO's baselines per particle and element, ``(K, B)``: the element's bound with
     particle ``k``'s log weight replaced by the mean of the others."""
-    num = log_w.shape[0]
-    others_mean = (jnp.sum(log_w, axis=0) - log_w) / (num - 1)
-    own = jnp.eye(num, dtype=bool)[:, :, None]
-    return jax.vmap(logmeanexp)(jnp.where(own, others_mean[:, None], log_w[None]))
+    return jax.vmap(logmeanexp)(each_replaced_by_the_others(log_w))
 
 
 def _check_plate(name, plate, guide):
